@@ -1,0 +1,1 @@
+"""The user side of oppu: private adapters, local evaluation, personal inference."""

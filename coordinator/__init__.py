@@ -1,0 +1,1 @@
+"""The coordinator: task-adapted base, round configuration, cohort metrics."""

@@ -1,0 +1,1 @@
+"""Simulations and benchmarks that run oppu end to end on LaMP data."""
