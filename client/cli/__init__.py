@@ -15,3 +15,7 @@ app = typer.Typer(
 
 def main() -> None:
     app()
+
+
+# Each command lives in its own module and registers itself on ``app``.
+from oppu.client.cli import ask, train, validate  # noqa: E402, F401

@@ -1,0 +1,75 @@
+"""``oppu-client ask``: answer with your own adapter (plus retrieval from your history)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from oppu.client.cli import app
+from oppu.client.cli.options import (
+    BaseModelOpt,
+    DataDirOpt,
+    DeviceOpt,
+    KOpt,
+    TaskOpt,
+    UserOpt,
+    adapter_store,
+)
+from oppu.shared.cli_support import friendly_errors, quiet_libraries
+from oppu.shared.tasks import TaskSpec, get_task
+from oppu.shared.tasks.text import template_fields
+
+
+def query_input_for(spec: TaskSpec, text: str, labels: tuple[str, ...] | None) -> str:
+    """Wrap plain text in the task's query wording, unless it already is a full query."""
+    fields = [f for f in template_fields(spec.query_template) if f != "labels"]
+    if len(fields) != 1 or spec.retrieval_query(text) != text.strip():
+        return text  # a full LaMP-style input, or a task whose query needs several fields
+    item = {fields[0]: text}
+    return spec.query_from_item({**item, spec.target_field: ""}, labels=labels)[0]
+
+
+@app.command()
+@friendly_errors
+def ask(
+    query: Annotated[str, typer.Argument(help="Your query: plain text or a full task input.")],
+    task: TaskOpt,
+    user: UserOpt = "default",
+    data_dir: DataDirOpt = None,
+    base_model: BaseModelOpt = None,
+    device: DeviceOpt = "auto",
+    k: KOpt = 0,
+    history: Annotated[
+        Path | None, typer.Option("--history", help="Your history, for retrieval when --k > 0.")
+    ] = None,
+    no_adapter: Annotated[
+        bool, typer.Option("--no-adapter", help="Answer with the base only, to compare.")
+    ] = False,
+) -> None:
+    """Answer a query with your personal adapter, on this machine."""
+    quiet_libraries()
+    from oppu.client.evaluate import predict
+    from oppu.shared.data import read_history
+    from oppu.shared.model import load_base_model
+    from oppu.shared.retrieval import retrieve
+
+    spec = get_task(task)
+    store = adapter_store(user, data_dir)
+    meta = store.metadata(spec.name)
+    if not no_adapter and not store.exists(spec.name):
+        store.load(None, spec.name)  # raises the "train one first" message
+    if base_model is None and meta.get("base_model") not in (None, "", "embedded"):
+        base_model = meta["base_model"]
+    labels = tuple(meta["labels"]) if meta.get("labels") else None
+    query_input = query_input_for(spec, query, labels)
+    retrieved = []
+    if k > 0:
+        if history is None:
+            raise ValueError("--k > 0 retrieves from your history: pass --history YOUR_FILE.")
+        retrieved = retrieve(spec, read_history(history, spec), query_input, k)
+    model, tokenizer, _ = load_base_model(base_model, device=device)
+    if not no_adapter:
+        model = store.load(model, spec.name)
+    typer.echo(predict(model, tokenizer, spec, query_input, retrieved=retrieved))

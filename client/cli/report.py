@@ -1,0 +1,37 @@
+"""Showing a user their own results (stays on their machine)."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from oppu.client.workflow import Outcome
+from oppu.shared.cli_support import console
+
+
+def print_outcome(outcome: Outcome) -> None:
+    if outcome.report is not None:
+        r = outcome.report
+        console.print(
+            f"Trained on {outcome.train_items} items: {r.steps} steps, {r.tokens} tokens in "
+            f"{r.seconds:.1f} s ({r.tokens_per_second:.0f} tok/s), loss {r.first_loss:.3f} -> "
+            f"{r.final_loss:.3f}."
+        )
+        if r.truncated:
+            console.print(f"[yellow]{r.truncated} over-long item(s) were truncated.[/]")
+    else:
+        console.print("No new history items: the adapter is unchanged.")
+    if outcome.adapter_path:
+        console.print(f"Adapter saved to {outcome.adapter_path}")
+    rows = [("base (no adapter)", outcome.baseline), ("your adapter", outcome.personal)]
+    rows = [(name, result) for name, result in rows if result is not None]
+    if not rows:
+        console.print("No held-out items to evaluate on (history too short or not evaluable).")
+        return
+    names = [k for k in rows[0][1].metrics if k != "count"]
+    table = Table(title=f"{outcome.task}: your {outcome.heldout_items} held-out items")
+    table.add_column("model")
+    for name in names:
+        table.add_column(name, justify="right")
+    for label, result in rows:
+        table.add_row(label, *(f"{result.metrics[n]:.3f}" for n in names))
+    console.print(table)

@@ -1,0 +1,89 @@
+"""Local evaluation: predict the user's held-out queries and keep only summable statistics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from oppu.shared.inference import choose_label, generate_answer
+from oppu.shared.metrics import make_metric
+from oppu.shared.retrieval import HistoryIndex
+from oppu.shared.tasks import TaskKind, TaskSpec
+
+
+@dataclass(frozen=True)
+class EvalQuery:
+    """A held-out query, its gold answer, and the history the user had before it."""
+
+    input: str
+    gold: str
+    history: Sequence[Mapping] = ()
+
+
+@dataclass
+class EvalResult:
+    """Per-query predictions stay on the client; ``stats`` is all that may be shared."""
+
+    labels: tuple[str, ...]
+    stats: dict[str, float]
+    metrics: dict[str, float]
+    predictions: list[str] = field(default_factory=list)
+    golds: list[str] = field(default_factory=list)
+
+
+def predict(
+    model,
+    tokenizer,
+    task: TaskSpec,
+    query_input: str,
+    *,
+    retrieved: Sequence[Mapping] = (),
+    profile: str | None = None,
+) -> str:
+    """The model's answer to one query: best-scoring label, or a greedy first line."""
+    prompt = task.build_prompt(query_input, retrieved=retrieved, profile=profile)
+    if task.kind in (TaskKind.CLASSIFICATION, TaskKind.RATING):
+        return choose_label(model, tokenizer, prompt, task.label_set(query_input))
+    return task.parse_prediction(
+        generate_answer(model, tokenizer, prompt, max_new_tokens=task.max_new_tokens), ()
+    )
+
+
+def metric_labels(task: TaskSpec, queries: Sequence[EvalQuery]) -> tuple[str, ...]:
+    """One label set for the whole evaluation (union in first-seen order)."""
+    labels: dict[str, None] = {}
+    for query in queries:
+        labels.update(dict.fromkeys(task.label_set(query.input)))
+    return tuple(labels)
+
+
+def evaluate_queries(
+    model,
+    tokenizer,
+    task: TaskSpec,
+    queries: Sequence[EvalQuery],
+    *,
+    k: int = 0,
+    profile: str | None = None,
+    labels: Sequence[str] | None = None,
+    show_progress: bool = False,
+) -> EvalResult:
+    """Predict every query (with top-k retrieval from its own history) and score it."""
+    from tqdm.auto import tqdm
+
+    labels = tuple(labels) if labels is not None else metric_labels(task, queries)
+    metric = make_metric(task.kind, labels)
+    stats = metric.new_stats()
+    predictions, golds = [], []
+    for query in tqdm(queries, desc="evaluating", unit="query", disable=not show_progress,
+                      leave=False):
+        retrieved: Sequence[Mapping] = ()
+        if k > 0 and query.history:
+            index = HistoryIndex(task, query.history)
+            retrieved = index.top_k(task.retrieval_query(query.input), k)
+        prediction = predict(model, tokenizer, task, query.input, retrieved=retrieved,
+                             profile=profile)
+        metric.update(stats, prediction, query.gold)
+        predictions.append(prediction)
+        golds.append(query.gold)
+    return EvalResult(labels, stats, metric.compute(stats), predictions, golds)

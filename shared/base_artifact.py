@@ -1,0 +1,91 @@
+"""A versioned base-model artifact: model files plus a manifest of their sha256 digests.
+
+The coordinator writes one after task adaptation; clients verify it before use. The version
+is a digest over the manifest's file digests, so identical content means an identical version
+and a client can cache bases by content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from oppu.shared.errors import OppuError
+
+MANIFEST_FILE = "oppu_manifest.json"
+MANIFEST_VERSION = 1
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class BaseManifest:
+    """What a base artifact is and how to check it, file by file."""
+
+    model_id: str
+    task: str
+    variant: str
+    files: dict[str, str]  # relative path -> sha256
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    training: dict = field(default_factory=dict)
+    format_version: int = MANIFEST_VERSION
+
+    @property
+    def version(self) -> str:
+        """Content address: a digest over every file's digest (metadata excluded)."""
+        lines = "\n".join(f"{name} {digest}" for name, digest in sorted(self.files.items()))
+        return hashlib.sha256(lines.encode()).hexdigest()
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "version": self.version}, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> BaseManifest:
+        data = json.loads(text)
+        data.pop("version", None)
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def write_manifest(directory: Path, *, model_id: str, task: str, variant: str,
+                   training: dict | None = None) -> BaseManifest:
+    """Hash every file in ``directory`` and write the manifest beside them."""
+    files = {
+        str(p.relative_to(directory)): sha256_file(p)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_FILE
+    }
+    manifest = BaseManifest(model_id=model_id, task=task, variant=variant, files=files,
+                            training=training or {})
+    (directory / MANIFEST_FILE).write_text(manifest.to_json())
+    return manifest
+
+
+def read_manifest(directory: Path) -> BaseManifest | None:
+    path = Path(directory) / MANIFEST_FILE
+    return BaseManifest.from_json(path.read_text()) if path.is_file() else None
+
+
+def verify_artifact(directory: Path) -> BaseManifest:
+    """Check every file against the manifest; raise naming the first file that differs."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    if manifest is None:
+        raise OppuError(f"{directory} has no {MANIFEST_FILE}: not an oppu base artifact.")
+    for name, digest in manifest.files.items():
+        path = directory / name
+        if not path.is_file():
+            raise OppuError(f"Base artifact {directory} is missing {name}.")
+        if sha256_file(path) != digest:
+            raise OppuError(f"Base artifact file {path} does not match its sha256 in the manifest.")
+    return manifest

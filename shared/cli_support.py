@@ -1,0 +1,60 @@
+"""What both CLIs share: friendly errors (no tracebacks for user mistakes) and quiet logs."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import warnings
+from collections.abc import Callable
+from typing import TypeVar
+
+import typer
+from rich.console import Console
+
+from oppu.shared.errors import OppuError
+
+F = TypeVar("F", bound=Callable[..., object])
+console = Console(stderr=True)
+
+EXIT_PROBLEMS = 1  # the input has problems the user can fix
+EXIT_USAGE = 2  # unknown task, missing file, bad option value
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter (HF progress bars, deprecation notes) out of the user's way."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting collapses on busy CPUs
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
+    for name in ("transformers", "peft", "flwr"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a hard dependency
+        pass
+
+
+def friendly_errors(func: F) -> F:
+    """Turn oppu's user-facing errors into a red message and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except OppuError as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(EXIT_USAGE) from None
+        except (ValueError, FileNotFoundError) as exc:
+            if os.environ.get("OPPU_DEBUG"):
+                raise
+            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(EXIT_USAGE) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted: nothing was changed.[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]

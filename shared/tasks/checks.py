@@ -1,0 +1,153 @@
+"""Validation and normalisation of a ``TaskSpec`` (run from its ``__post_init__``).
+
+All problems are collected, not just the first, so a custom task file can be fixed in one
+pass. Each message names the bad value and what to write instead.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from oppu.shared.tasks.text import template_fields
+
+if TYPE_CHECKING:
+    from oppu.shared.tasks.spec import TaskSpec
+
+Problems = list[tuple[str | None, str]]
+_POSITIVE_INTS = ("epochs", "max_new_tokens", "input_max_words", "context_max_words")
+_TEMPLATES = ("query_template", "item_text_template", "context_template", "prompt_template")
+_PATTERN_GROUPS = {"query_pattern": "q", "labels_pattern": "labels"}
+
+
+def _string_tuple(value: Any, name: str, problems: Problems) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        problems.append((name, f"must be a list of strings, got {value!r}"))
+        return ()
+    bad = [v for v in value if not isinstance(v, str) or not v.strip()]
+    if bad:
+        problems.append((name, f"entries must be non-empty strings, got {bad!r}"))
+    dupes = sorted({v for v in value if list(value).count(v) > 1}, key=str)
+    if dupes:
+        problems.append((name, f"has duplicates {dupes!r}; list each once"))
+    return tuple(v.strip() for v in value if isinstance(v, str) and v.strip())
+
+
+def _kind(spec: TaskSpec, problems: Problems):
+    from oppu.shared.tasks.spec import TaskKind
+
+    try:
+        return TaskKind(spec.kind)
+    except ValueError:
+        valid = ", ".join(k.value for k in TaskKind)
+        problems.append(("kind", f"unknown kind {spec.kind!r}; use one of: {valid}"))
+        return None
+
+
+def _pattern_groups(spec: TaskSpec, problems: Problems) -> set[str]:
+    """Compile both regexes; return the named groups of ``query_pattern``."""
+    groups: set[str] = set()
+    for name, group in _PATTERN_GROUPS.items():
+        pattern = getattr(spec, name)
+        if pattern is None:
+            continue
+        try:
+            compiled = re.compile(pattern)
+        except (re.error, TypeError) as err:
+            problems.append((name, f"is not a valid regular expression ({err}): {pattern!r}"))
+            continue
+        if group not in compiled.groupindex:
+            problems.append((name, f"needs a named group (?P<{group}>...), got {pattern!r}"))
+        if name == "query_pattern":
+            groups = set(compiled.groupindex)
+            for clash in sorted(groups & {"input", "labels"}):
+                problems.append((name, f"group (?P<{clash}>...) would hide the built-in "
+                                 f"{{{clash}}} placeholder; rename the group"))
+    return groups
+
+
+def _templates(spec: TaskSpec, groups: set[str], problems: Problems) -> None:
+    item = set(spec.item_fields)
+    allowed = {
+        "query_template": item | {"labels"},
+        "item_text_template": item,
+        "context_template": item,
+        "prompt_template": {"input", "labels"} | groups,
+    }
+    used_by: dict[str, set[str]] = {}
+    for name in _TEMPLATES:
+        template = getattr(spec, name)
+        if not isinstance(template, str):
+            problems.append((name, f"must be a string, got {template!r}"))
+            continue
+        try:
+            used = used_by[name] = template_fields(template)
+        except ValueError as err:
+            problems.append((name, str(err)))
+            continue
+        unknown = sorted(used - allowed[name])
+        if unknown:
+            problems.append((name, f"uses {', '.join('{' + u + '}' for u in unknown)}, which "
+                             f"is not one of: {', '.join(sorted(allowed[name])) or '(none)'}; "
+                             "add it to item_fields or fix the spelling"))
+    if spec.target_field and spec.target_field in used_by.get("query_template", set()):
+        problems.append(("query_template", f"must not contain the answer "
+                         f"{{{spec.target_field}}}: the model would see it in the prompt"))
+
+
+def check_spec(spec: TaskSpec, setattr_: Callable[[object, str, Any], None]) -> Problems:
+    """Normalise ``spec`` in place (frozen, hence ``setattr_``) and list what is wrong."""
+    from oppu.shared.tasks.spec import RATING_LABELS, RESERVED_FIELDS, TaskKind
+
+    problems: Problems = []
+    if not isinstance(spec.name, str) or not spec.name.strip():
+        problems.append(("name", f"must be a non-empty string, got {spec.name!r}"))
+    kind = _kind(spec, problems)
+    if kind is not None:
+        setattr_(spec, "kind", kind)
+    item_fields = _string_tuple(spec.item_fields, "item_fields", problems)
+    setattr_(spec, "item_fields", item_fields)
+    if not item_fields:
+        problems.append(("item_fields", "must list the fields of a history item, e.g. "
+                         "['text', 'category']"))
+    for bad in [f for f in item_fields if not f.isidentifier() or f in RESERVED_FIELDS]:
+        problems.append(("item_fields", f"{bad!r} cannot be a field name (use letters, digits "
+                         f"and _, and not {' or '.join(RESERVED_FIELDS)})"))
+    setattr_(spec, "labels", _string_tuple(spec.labels, "labels", problems))
+
+    target = spec.target_field
+    if target is not None and target not in item_fields:
+        problems.append(("target_field", f"{target!r} is not in item_fields {list(item_fields)}"))
+    if bool(spec.query_template) != bool(target):
+        problems.append(("query_template" if target else "target_field",
+                         "query_template and target_field go together: set both for "
+                         "supervised history items, or neither to train on item text"))
+
+    non_target = [f for f in item_fields if f != target] or list(item_fields)
+    if not spec.item_text_template:
+        setattr_(spec, "item_text_template", " ".join("{" + f + "}" for f in non_target))
+    if not spec.context_template:
+        setattr_(spec, "context_template", " ".join(f"{f}: {{{f}}}" for f in item_fields))
+    if spec.prompt_template == "":
+        setattr_(spec, "prompt_template", "{input}")
+    _templates(spec, _pattern_groups(spec, problems), problems)
+
+    if kind == TaskKind.CLASSIFICATION and not spec.labels and not spec.labels_pattern:
+        problems.append(("labels", "a classification task needs labels (a list) or a "
+                         "labels_pattern that reads them from the input"))
+    if kind == TaskKind.RATING:
+        if not spec.labels:
+            setattr_(spec, "labels", RATING_LABELS)
+        elif not all(lab.lstrip("-").isdigit() for lab in spec.labels):
+            problems.append(("labels", f"rating labels must be whole numbers, got "
+                             f"{list(spec.labels)!r}"))
+    if spec.epochs is None and kind is not None:
+        setattr_(spec, "epochs", 3 if kind == TaskKind.CLASSIFICATION else 2)
+    for name in _POSITIVE_INTS:
+        value = getattr(spec, name)
+        if value is None and name == "epochs":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            problems.append((name, f"must be a whole number >= 1, got {value!r}"))
+    return problems
