@@ -4,50 +4,94 @@ Layout: ``<user dir>/adapters/<task>/`` holds ``adapter_config.json`` and
 ``adapter_model.safetensors`` (loadable by ``PeftModel.from_pretrained`` anywhere) plus
 ``oppu_adapter.json`` describing how it was trained. A new adapter replaces the old one only
 once it is completely written, so a crash or Ctrl-C mid-training keeps the previous one.
+With a passphrase the same files are stored encrypted (``client/crypto.py``) and are only
+decrypted into a temporary directory for the moment of loading.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import shutil
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from oppu.client.crypto import decrypted_copy, encrypt_dir, is_encrypted, read_decrypted
 from oppu.shared.atomic import atomic_directory
 from oppu.shared.errors import OppuError
 
 METADATA_FILE = "oppu_adapter.json"
 
 
+def _scratch_root() -> str | None:
+    """RAM-backed scratch where there is one, so plaintext never touches the disk."""
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() else None
+
+
 @dataclass(frozen=True)
 class AdapterStore:
-    """Adapters of one user, one folder per task."""
+    """Adapters of one user, one folder per task; encrypted at rest given a passphrase."""
 
     root: Path
+    passphrase: str | None = field(default=None, repr=False)
 
     def path(self, task_name: str) -> Path:
         return self.root / "adapters" / task_name
 
     def exists(self, task_name: str) -> bool:
-        return (self.path(task_name) / "adapter_config.json").is_file()
+        path = self.path(task_name)
+        return (path / "adapter_config.json").is_file() or is_encrypted(path)
+
+    def encrypted(self, task_name: str) -> bool:
+        return is_encrypted(self.path(task_name))
 
     def save(self, peft_model, task_name: str, metadata: dict) -> Path:
         target = self.path(task_name)
-        with atomic_directory(target) as scratch:
-            peft_model.save_pretrained(scratch)
-            (scratch / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True))
+        if self.passphrase is None:
+            with atomic_directory(target) as scratch:
+                self._write(peft_model, scratch, metadata)
+            return target
+        plain = Path(tempfile.mkdtemp(prefix="oppu-adapter-", dir=_scratch_root()))
+        try:
+            self._write(peft_model, plain, metadata)
+            encrypt_dir(plain, self.passphrase, dest=target)  # swaps target in atomically
+        finally:
+            shutil.rmtree(plain, ignore_errors=True)
         return target
 
+    @staticmethod
+    def _write(peft_model, directory: Path, metadata: dict) -> None:
+        peft_model.save_pretrained(directory)
+        (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True))
+
     def metadata(self, task_name: str) -> dict:
-        path = self.path(task_name) / METADATA_FILE
-        return json.loads(path.read_text()) if path.is_file() else {}
+        path = self.path(task_name)
+        if is_encrypted(path):
+            return json.loads(read_decrypted(path, METADATA_FILE, self._need_passphrase(path)))
+        meta = path / METADATA_FILE
+        return json.loads(meta.read_text()) if meta.is_file() else {}
 
     def load(self, base_model, task_name: str, *, trainable: bool = False):
         """Plug the user's adapter into ``base_model`` (a PeftModel comes back)."""
         from peft import PeftModel
 
+        path = self.path(task_name)
         if not self.exists(task_name):
             raise OppuError(
                 f"No adapter for task {task_name} in {self.root}. Train one first: "
                 f"oppu-client train --history YOUR_HISTORY.jsonl --task {task_name}"
             )
-        return PeftModel.from_pretrained(base_model, self.path(task_name), is_trainable=trainable)
+        if not is_encrypted(path):
+            return PeftModel.from_pretrained(base_model, path, is_trainable=trainable)
+        with decrypted_copy(path, self._need_passphrase(path),
+                            scratch_root=_scratch_root()) as plain:
+            return PeftModel.from_pretrained(base_model, plain, is_trainable=trainable)
+
+    def _need_passphrase(self, path: Path) -> str:
+        if self.passphrase is None:
+            raise OppuError(
+                f"The adapter in {path} is encrypted: pass --passphrase-env VAR naming an "
+                "environment variable that holds your passphrase."
+            )
+        return self.passphrase

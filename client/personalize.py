@@ -11,22 +11,32 @@ from oppu.shared.retrieval import HistoryIndex
 from oppu.shared.tasks import Example, TaskSpec
 from oppu.shared.training import TrainReport, TrainSettings, train_loop
 
+PROFILE_MODES = ("none", "pag", "gpg")
+
 
 @dataclass(frozen=True)
 class PersonalizeSettings:
-    """The private module plus its training recipe and training-time retrieval depth k."""
+    """The private module, its training recipe, and the non-parametric knowledge used with it:
+    top-k retrieved history items and an optional generated profile (PAG or GPG)."""
 
     peft: PeftSettings = field(default_factory=PeftSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     k: int = 0
+    profile: str = "none"
 
     def __post_init__(self) -> None:
         if self.k < 0:
             raise ValueError(f"k (retrieved history items) must be >= 0 (got {self.k}).")
+        if self.profile not in PROFILE_MODES:
+            raise ValueError(f"profile must be one of {PROFILE_MODES} (got {self.profile!r}).")
 
 
 def training_examples(
-    task: TaskSpec, history: Sequence[Mapping], k: int, labels: Sequence[str] | None = None
+    task: TaskSpec,
+    history: Sequence[Mapping],
+    k: int,
+    labels: Sequence[str] | None = None,
+    profile: str | None = None,
 ) -> list[Example]:
     """One example per history item; item i may see top-k BM25 items among items[:i].
 
@@ -41,7 +51,9 @@ def training_examples(
             if as_query is not None:
                 query = task.retrieval_query(as_query[0])
                 retrieved = index.top_k(query, k, before=i)
-        examples.append(task.example_from_item(item, retrieved, labels=labels))
+        examples.append(
+            task.example_from_item(item, retrieved, labels=labels, profile=profile)
+        )
     return examples
 
 
@@ -62,13 +74,14 @@ def train_private_adapter(
     settings: PersonalizeSettings,
     *,
     labels: Sequence[str] | None = None,
+    profile: str | None = None,
     show_progress: bool = True,
     description: str = "personalizing",
 ) -> TrainReport:
     """Train the trainable (adapter) parameters of ``model`` on this user's history only."""
     if not history:
         raise ValueError("This user's history is empty: there is nothing to personalize on.")
-    examples = training_examples(task, history, settings.k, labels)
+    examples = training_examples(task, history, settings.k, labels, profile)
     tokenized = [tokenize_example(tokenizer, ex, settings.train.max_length) for ex in examples]
     return train_loop(
         model,

@@ -20,6 +20,7 @@ from oppu.client.personalize import (
     detach_adapter,
     train_private_adapter,
 )
+from oppu.client.profiles import ProfileCache, build_profile
 from oppu.shared.data import split_history
 from oppu.shared.tasks import TaskSpec
 from oppu.shared.training import TrainReport
@@ -31,7 +32,7 @@ class Outcome:
 
     task: str
     train_items: int
-    heldout_items: int
+    evaluated_queries: int
     report: TrainReport | None
     baseline: EvalResult | None
     personal: EvalResult | None
@@ -53,6 +54,19 @@ def history_labels(task: TaskSpec, history: Sequence[Mapping]) -> tuple[str, ...
         seen.setdefault(str(item.get(task.target_field, "")).strip())
     seen.pop("", None)
     return tuple(seen)
+
+
+def user_profile(model, tokenizer, task: TaskSpec, history: Sequence[Mapping], mode: str,
+                 store: AdapterStore | None) -> str | None:
+    """The user's generated profile (cached beside their adapters), or None when off.
+
+    Built from the training items only, so held-out answers never leak into it.
+    """
+    if mode == "none" or not history:
+        return None
+    if store is None:
+        return build_profile(model, tokenizer, task, history, mode=mode)
+    return ProfileCache(store.root).get_or_build(model, tokenizer, task, history, mode=mode)
 
 
 def heldout_queries(
@@ -84,23 +98,32 @@ def personalize_user(
     evaluate_baseline: bool = True,
     resume: bool = False,
     labels: Sequence[str] | None = None,
+    queries: Sequence[EvalQuery] | None = None,
     show_progress: bool = True,
 ) -> Outcome:
     """Train (or continue) this user's adapter on their history and evaluate it locally.
 
     ``model`` is the frozen base; it is returned to that state (adapter unloaded) at the end,
     so one loaded base serves many users in a long-lived process. ``labels`` defaults to
-    the task's labels plus those the history uses.
+    the task's labels plus those the history uses. Given ``queries`` (e.g. LaMP test
+    queries) the whole history trains and those are evaluated instead of a held-out split.
     """
+    if not history:
+        raise ValueError("This user's history is empty: there is nothing to personalize on "
+                         "(add one JSON object per line with the task's fields).")
     if labels is None:
         labels = history_labels(task, history)
     start = time.perf_counter()
-    train, heldout = split_history(history, holdout) if holdout else (list(history), [])
-    queries = heldout_queries(task, train, heldout, labels)
+    if queries is not None:
+        train, heldout = list(history), []
+    else:
+        train, heldout = split_history(history, holdout) if holdout else (list(history), [])
+        queries = heldout_queries(task, train, heldout, labels)
     baseline = None
+    profile = user_profile(model, tokenizer, task, train, settings.profile, store)
     if evaluate_baseline and queries:
         baseline = evaluate_queries(model, tokenizer, task, queries, k=eval_k, labels=labels,
-                                    show_progress=show_progress)
+                                    profile=profile, show_progress=show_progress)
     seen: set[str] = set()
     if resume and store is not None and store.exists(task.name):
         seen = set(store.metadata(task.name).get("trained_item_keys", []))
@@ -112,18 +135,22 @@ def personalize_user(
         report = None
         if new_items:
             report = train_private_adapter(peft_model, tokenizer, task, new_items, settings,
-                                           labels=labels, show_progress=show_progress)
+                                           labels=labels, profile=profile,
+                                           show_progress=show_progress)
         personal = None
         if queries:
             personal = evaluate_queries(peft_model, tokenizer, task, queries, k=eval_k,
-                                        labels=labels, show_progress=show_progress)
+                                        labels=labels, profile=profile,
+                                        show_progress=show_progress)
         adapter_path = None
         if store is not None and report is not None:
             adapter_path = str(store.save(peft_model, task.name, {
                 "task": task.name,
                 "base_model": base_source,
-                "peft": settings.peft.method,
+                "peft": str(peft_model.active_peft_config.peft_type.value).lower(),
                 "k": settings.k,
+                "profile": settings.profile,
+                "profile_text": profile,
                 "labels": list(labels) if labels else None,
                 "train": settings.train.to_dict(),
                 "trained_item_keys": sorted(seen | {item_key(i) for i in new_items}),
@@ -132,5 +159,5 @@ def personalize_user(
             }))
     finally:
         detach_adapter(peft_model)  # the base is clean again for the next user or query
-    return Outcome(task.name, len(train), len(heldout), report, baseline, personal,
+    return Outcome(task.name, len(train), len(queries), report, baseline, personal,
                    adapter_path, time.perf_counter() - start)

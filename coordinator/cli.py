@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-import typer
+from oppu.shared.threads import apply_cpu_defaults
+
+apply_cpu_defaults()  # before anything imports torch
+
+import typer  # noqa: E402
+
+from oppu.shared.cli_support import TaskFilesOpt, friendly_errors, load_task_files  # noqa: E402
 
 app = typer.Typer(
     name="oppu-coordinator",
@@ -13,5 +19,15 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+@friendly_errors
+def _global_options(task_file: TaskFilesOpt = None) -> None:
+    load_task_files(task_file)
+
+
 def main() -> None:
     app()
+
+
+# Each command lives in its own module and registers itself on ``app``.
+from oppu.coordinator.commands import adapt, demo  # noqa: E402, F401

@@ -7,7 +7,8 @@ import logging
 import os
 import warnings
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -23,8 +24,6 @@ EXIT_USAGE = 2  # unknown task, missing file, bad option value
 
 def quiet_libraries() -> None:
     """Keep library chatter (HF progress bars, deprecation notes) out of the user's way."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting collapses on busy CPUs
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="peft")
     for name in ("transformers", "peft", "flwr"):
@@ -36,6 +35,24 @@ def quiet_libraries() -> None:
         hf_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover - transformers is a hard dependency
         pass
+
+
+def load_task_files(paths: list[Path] | None) -> None:
+    """Register custom tasks (TOML/JSON) so every command can name them with --task."""
+    from oppu.shared.tasks import load_task_file
+
+    for path in paths or []:
+        load_task_file(path, replace=True)
+
+
+TaskFilesOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--task-file",
+        help="A custom task declared in TOML or JSON (repeatable); its name then works "
+        "with --task like a built-in LaMP task.",
+    ),
+]
 
 
 def friendly_errors(func: F) -> F:

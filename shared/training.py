@@ -84,6 +84,10 @@ def answer_loss(model, ids, mask, positions, labels):
 
     answer_width = int((labels != IGNORE).sum(dim=1).max())
     keep = min(answer_width + 1, ids.shape[1])
+    config = getattr(model, "active_peft_config", None)
+    if getattr(config, "is_prompt_learning", False):
+        positions = None  # peft prepends virtual tokens and ignores position ids (RoPE is
+        # relative, so left padding shifts no attention score between real tokens)
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep)
     logits = out.logits[:, -keep:-1, :].float()
     target = labels[:, ids.shape[1] - keep + 1 :]

@@ -13,6 +13,7 @@ from oppu.client.cli.options import (
     DataDirOpt,
     DeviceOpt,
     KOpt,
+    PassphraseEnvOpt,
     TaskOpt,
     UserOpt,
     adapter_store,
@@ -41,6 +42,7 @@ def ask(
     base_model: BaseModelOpt = None,
     device: DeviceOpt = "auto",
     k: KOpt = 0,
+    passphrase_env: PassphraseEnvOpt = None,
     history: Annotated[
         Path | None, typer.Option("--history", help="Your history, for retrieval when --k > 0.")
     ] = None,
@@ -56,7 +58,7 @@ def ask(
     from oppu.shared.retrieval import retrieve
 
     spec = get_task(task)
-    store = adapter_store(user, data_dir)
+    store = adapter_store(user, data_dir, passphrase_env)
     meta = store.metadata(spec.name)
     if not no_adapter and not store.exists(spec.name):
         store.load(None, spec.name)  # raises the "train one first" message
@@ -72,4 +74,5 @@ def ask(
     model, tokenizer, _ = load_base_model(base_model, device=device)
     if not no_adapter:
         model = store.load(model, spec.name)
-    typer.echo(predict(model, tokenizer, spec, query_input, retrieved=retrieved))
+    profile = None if no_adapter else meta.get("profile_text")
+    typer.echo(predict(model, tokenizer, spec, query_input, retrieved=retrieved, profile=profile))

@@ -29,10 +29,27 @@ DataDirOpt = Annotated[
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="auto (CUDA when present, else CPU), cpu or cuda.")
 ]
+PassphraseEnvOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--passphrase-env",
+        help="Name of an environment variable holding a passphrase: your adapters are then "
+        "encrypted at rest (the passphrase itself never goes on the command line).",
+    ),
+]
+ProfileOpt = Annotated[
+    str,
+    typer.Option("--profile", help="Generated user profile in prompts: none, pag or gpg."),
+]
 KOpt = Annotated[
     int, typer.Option("--k", min=0, help="History items retrieved (BM25) into each prompt.")
 ]
 
 
-def adapter_store(user: str, data_dir: Path | None) -> AdapterStore:
-    return AdapterStore(data_dir if data_dir is not None else user_dir(user))
+def adapter_store(
+    user: str, data_dir: Path | None, passphrase_env: str | None = None
+) -> AdapterStore:
+    from oppu.client.crypto import passphrase_from_env
+
+    passphrase = passphrase_from_env(passphrase_env) if passphrase_env else None
+    return AdapterStore(data_dir if data_dir is not None else user_dir(user), passphrase)

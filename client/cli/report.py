@@ -28,7 +28,7 @@ def print_outcome(outcome: Outcome) -> None:
         console.print("No held-out items to evaluate on (history too short or not evaluable).")
         return
     names = [k for k in rows[0][1].metrics if k != "count"]
-    table = Table(title=f"{outcome.task}: your {outcome.heldout_items} held-out items")
+    table = Table(title=f"{outcome.task}: {outcome.evaluated_queries} held-out queries")
     table.add_column("model")
     for name in names:
         table.add_column(name, justify="right")

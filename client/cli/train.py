@@ -13,6 +13,8 @@ from oppu.client.cli.options import (
     DataDirOpt,
     DeviceOpt,
     KOpt,
+    PassphraseEnvOpt,
+    ProfileOpt,
     TaskOpt,
     UserOpt,
     adapter_store,
@@ -40,6 +42,8 @@ def train(
         str, typer.Option("--peft", help=f"Private module: {', '.join(PEFT_METHODS)}.")
     ] = "lora",
     k: KOpt = 0,
+    profile: ProfileOpt = "none",
+    passphrase_env: PassphraseEnvOpt = None,
     epochs: Annotated[int | None, typer.Option(help="Default: the task's (3 or 2).")] = None,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-4,
     batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 8,
@@ -58,8 +62,9 @@ def train(
         peft=PeftSettings(method=peft),
         train=TrainSettings(lr=lr, epochs=epochs, batch_size=batch_size),
         k=k,
+        profile=profile,
     )
-    store = adapter_store(user, data_dir)
+    store = adapter_store(user, data_dir, passphrase_env)
     if resume and store.exists(spec.name) and base_model is None:
         base_model = store.metadata(spec.name).get("base_model") or None
     from oppu.shared.model import load_base_model

@@ -89,3 +89,16 @@ def split_history(
     count = holdout_count(len(ordered), holdout)
     cut = len(ordered) - count
     return ordered[:cut], ordered[cut:]
+
+
+def user_history(queries: Sequence[Any]) -> list[dict[str, Any]]:
+    """What a LaMP user may train one adapter on: the items before their *first* query.
+
+    In the time-based split a later query's profile also holds the user's earlier queries
+    with their answers; training on those would leak the gold of the earlier queries, so
+    the training history is the shortest (earliest) profile. Each query may still retrieve
+    from its own, longer profile at prediction time.
+    """
+    if not queries:
+        return []
+    return list(min(queries, key=lambda q: len(q.profile)).profile)

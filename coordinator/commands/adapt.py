@@ -1,0 +1,51 @@
+"""``oppu-coordinator adapt``: task-adapt the base on the base users, merge, version it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from oppu.coordinator.adapt import VARIANTS, AdaptSettings, adapt_base, adaptation_examples
+from oppu.coordinator.cli import app
+from oppu.shared.cli_support import console, friendly_errors, quiet_libraries
+from oppu.shared.data import base_users, load_lamp
+from oppu.shared.paths import oppu_home
+from oppu.shared.training import TrainSettings
+
+
+@app.command()
+@friendly_errors
+def adapt(
+    data: Annotated[Path, typer.Option("--data", help="A LaMP directory (questions/outputs).")],
+    task: Annotated[str | None, typer.Option(help="Task; default: from outputs.json.")] = None,
+    variant: Annotated[str, typer.Option(help=f"Prompt variant: {', '.join(VARIANTS)}.")] = "plain",
+    k: Annotated[int, typer.Option(min=0, help="Retrieved items per prompt (rag).")] = 1,
+    base_model: Annotated[str | None, typer.Option(help="HF id or directory.")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 3,
+    lr: Annotated[float, typer.Option()] = 1e-4,
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    max_examples: Annotated[int | None, typer.Option(help="Cap for CPU runs.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Cap for CPU runs.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Artifact dir (default: OPPU_HOME).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Train one LoRA on the base users' queries, merge it, save a versioned base."""
+    quiet_libraries()
+    from oppu.shared.model import load_base_model
+
+    dataset = load_lamp(data, task)
+    settings = AdaptSettings(variant=variant, k=k, max_examples=max_examples,
+                             train=TrainSettings(lr=lr, epochs=epochs, batch_size=batch_size,
+                                                 max_steps=max_steps))
+    users = base_users(dataset)
+    examples = adaptation_examples(dataset, users, settings)
+    console.print(f"{dataset.task}: {len(examples)} examples from {len(users)} base users.")
+    model, tokenizer, _ = load_base_model(base_model, device=device)
+    target = out or oppu_home() / "bases" / f"{dataset.task}-{variant}"
+    manifest, report = adapt_base(model, tokenizer, examples, settings, out_dir=target,
+                                  model_id=base_model or "embedded", task=dataset.task)
+    console.print(f"Trained {report.steps} steps in {report.seconds:.0f} s "
+                  f"(loss {report.first_loss:.3f} -> {report.final_loss:.3f}).")
+    console.print(f"Base artifact: {target}\nversion {manifest.version}")

