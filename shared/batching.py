@@ -72,3 +72,36 @@ def collate_left_padded(batch: Sequence[Tokenized], pad_id: int):
         mask[row, width - n :] = 1
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
     return ids, mask, positions, labels
+
+
+def shared_prompt_prefix(batch: Sequence[Tokenized]) -> int:
+    """Length of the prompt prefix every example of the batch shares token for token.
+
+    Task prompts repeat the same instruction (LaMP-2N's 25-category list, the chat header):
+    computing that prefix once per batch instead of once per example is most of the saving
+    of the shared-prefix path. At least one prompt token is left to each example so every
+    answer token is predicted from the per-example part.
+    """
+    first = batch[0].input_ids
+    limit = min(
+        next((i for i, t in enumerate(item.labels) if t != IGNORE), len(item.labels))
+        for item in batch
+    ) - 1
+    n = 0
+    while n < limit and all(item.input_ids[n] == first[n] for item in batch):
+        n += 1
+    return max(n, 0)
+
+
+def collate_after_prefix(batch: Sequence[Tokenized], prefix: int, pad_id: int):
+    """Left-padded suffixes (the tokens after a shared prefix of length ``prefix``).
+
+    Returns suffix input_ids, an attention mask spanning prefix + suffix, suffix position ids
+    (continuing after the prefix) and suffix labels.
+    """
+    import torch
+
+    suffixes = [Tokenized(t.input_ids[prefix:], t.labels[prefix:]) for t in batch]
+    ids, mask, positions, labels = collate_left_padded(suffixes, pad_id)
+    full_mask = torch.cat([torch.ones((len(batch), prefix), dtype=mask.dtype), mask], dim=1)
+    return ids, full_mask, positions + prefix, labels

@@ -12,7 +12,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from oppu.shared.batching import IGNORE, Tokenized, collate_left_padded, length_grouped_batches
+from oppu.shared.batching import (
+    IGNORE,
+    Tokenized,
+    collate_after_prefix,
+    collate_left_padded,
+    length_grouped_batches,
+    shared_prompt_prefix,
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,9 @@ class TrainSettings:
     max_steps: int | None = field(default=None, metadata={"help": "Cap on optimizer steps."})
     seed: int = field(default=0, metadata={"help": "Seed for init and batch order."})
     bf16: str = field(default="auto", metadata={"help": "bf16 autocast: auto, on or off."})
+    share_prefix: bool = field(
+        default=True, metadata={"help": "Compute the prompt prefix a batch shares only once."}
+    )
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -78,21 +88,55 @@ def autocast_enabled(setting: str, device_type: str) -> bool:
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in native)
 
 
-def answer_loss(model, ids, mask, positions, labels):
-    """Mean cross-entropy over answer tokens, computing logits only where answers are."""
+MIN_SHARED_PREFIX = 16
+"""Shorter common prefixes are not worth a separate forward pass."""
+
+
+def _is_prompt_learning(model) -> bool:
+    return bool(getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False))
+
+
+def answer_loss(model, ids, mask, positions, labels, past_key_values=None):
+    """Mean cross-entropy over answer tokens, computing logits only where answers are.
+
+    Rows are left-padded, so answers end every row and only the last few positions need the
+    vocabulary projection (``logits_to_keep``).
+    """
     import torch.nn.functional as F
 
     answer_width = int((labels != IGNORE).sum(dim=1).max())
     keep = min(answer_width + 1, ids.shape[1])
-    config = getattr(model, "active_peft_config", None)
-    if getattr(config, "is_prompt_learning", False):
+    if _is_prompt_learning(model):
         positions = None  # peft prepends virtual tokens and ignores position ids (RoPE is
         # relative, so left padding shifts no attention score between real tokens)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep,
+                past_key_values=past_key_values, use_cache=past_key_values is not None)
     logits = out.logits[:, -keep:-1, :].float()
     target = labels[:, ids.shape[1] - keep + 1 :]
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
                            ignore_index=IGNORE)
+
+
+def batch_loss(model, batch: Sequence[Tokenized], pad_id: int, device, *, share_prefix: bool):
+    """Loss of one batch; the prompt prefix all examples share is computed once.
+
+    Same attention, same result as the plain path (up to float rounding): the prefix's keys
+    and values are computed once, repeated for every row, and gradients flow through them.
+    """
+    prefix = shared_prompt_prefix(batch) if share_prefix else 0
+    if prefix < MIN_SHARED_PREFIX or _is_prompt_learning(model):
+        tensors = collate_left_padded(batch, pad_id)
+        return answer_loss(model, *(t.to(device) for t in tensors)), int(tensors[1].sum())
+    import torch
+
+    head = torch.tensor([batch[0].input_ids[:prefix]], device=device)
+    cache = model(input_ids=head, use_cache=True, logits_to_keep=1).past_key_values
+    cache.batch_repeat_interleave(len(batch))
+    ids, mask, positions, labels = (
+        t.to(device) for t in collate_after_prefix(batch, prefix, pad_id)
+    )
+    loss = answer_loss(model, ids, mask, positions, labels, past_key_values=cache)
+    return loss, int(mask.sum())
 
 
 def train_loop(
@@ -134,17 +178,15 @@ def train_loop(
                                                 seed=settings.seed + epoch):
                 if step >= total:
                     break
-                ids, mask, positions, labels = (
-                    t.to(device) for t in collate_left_padded(batch, pad_id)
-                )
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    loss = answer_loss(model, ids, mask, positions, labels)
+                    loss, batch_tokens = batch_loss(model, batch, pad_id, device,
+                                                    share_prefix=settings.share_prefix)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                tokens += int(mask.sum())
+                tokens += batch_tokens
                 losses.append(loss.detach().item())
                 step += 1
                 bar.update(1)
