@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -66,9 +67,18 @@ def evaluate_queries(
     k: int = 0,
     profile: str | None = None,
     labels: Sequence[str] | None = None,
+    retrieval: str = "bm25",
+    seed: int = 0,
     show_progress: bool = False,
 ) -> EvalResult:
-    """Predict every query (with top-k retrieval from its own history) and score it."""
+    """Predict every query (with top-k items from its own history) and score it.
+
+    ``retrieval="random"`` picks the k items at random instead of by BM25: the paper's
+    random-history baseline, which tells relevance apart from merely seeing more text.
+    """
+    if retrieval not in ("bm25", "random"):
+        raise ValueError(f"retrieval must be bm25 or random (got {retrieval!r}).")
+    rng = random.Random(seed)
     from tqdm.auto import tqdm
 
     labels = tuple(labels) if labels is not None else metric_labels(task, queries)
@@ -78,7 +88,9 @@ def evaluate_queries(
     for query in tqdm(queries, desc="evaluating", unit="query", disable=not show_progress,
                       leave=False):
         retrieved: Sequence[Mapping] = ()
-        if k > 0 and query.history:
+        if k > 0 and query.history and retrieval == "random":
+            retrieved = rng.sample(list(query.history), min(k, len(query.history)))
+        elif k > 0 and query.history:
             index = HistoryIndex(task, query.history)
             retrieved = index.top_k(task.retrieval_query(query.input), k)
         prediction = predict(model, tokenizer, task, query.input, retrieved=retrieved,

@@ -269,26 +269,17 @@ def model_generator(model, tokenizer, *, no_repeat_ngram: int = 4) -> Generate:
     """
 
     def generate(prompt: str, max_new_tokens: int) -> str:
-        import torch
         from transformers import LogitsProcessorList
 
         from oppu.shared.chat import encode_prompt
+        from oppu.shared.inference import greedy_generate
 
-        device = next(model.parameters()).device
-        ids = torch.tensor([encode_prompt(tokenizer, prompt)], device=device)
         processors = LogitsProcessorList()
         if no_repeat_ngram > 1:
-            processors.append(_AnswerNoRepeat(ids.shape[1], no_repeat_ngram))
-        with torch.inference_mode():
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                logits_processor=processors,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+            prompt_length = len(encode_prompt(tokenizer, prompt))
+            processors.append(_AnswerNoRepeat(prompt_length, no_repeat_ngram))
+        return greedy_generate(model, tokenizer, prompt, max_new_tokens=max_new_tokens,
+                               logits_processor=processors)
 
     return generate
 
@@ -400,28 +391,17 @@ def build_profile(
     tokenizer,
     task: TaskSpec | str,
     history: Sequence[Mapping[str, Any]],
-    *,
-    mode: str = "pag",
-    max_items: int | None = DEFAULT_MAX_ITEMS,
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-    budget_tokens: int = DEFAULT_BUDGET_TOKENS,
-    digest_max_new_tokens: int = DEFAULT_DIGEST_TOKENS,
-    field_words: int = DEFAULT_FIELD_WORDS,
-    generate: Generate | None = None,
+    **settings: Any,
 ) -> str:
     """A one-paragraph profile of the user written by ``model`` from their history.
 
     The newest items that fit ``budget_tokens`` (and the model's context) are shown, newest
     first, as context lines; decoding is greedy, so the same history gives the same profile.
     ``generate`` replaces the model call (``(prompt, max_new_tokens) -> text``). An empty
-    history gives an empty profile (prompts then carry none).
+    history gives an empty profile (prompts then carry none). ``settings`` are
+    ``generate_profile``'s keyword arguments (mode, max_items, budget_tokens...).
     """
-    return generate_profile(
-        model, tokenizer, task, history, mode=mode, max_items=max_items,
-        max_new_tokens=max_new_tokens, budget_tokens=budget_tokens,
-        digest_max_new_tokens=digest_max_new_tokens, field_words=field_words,
-        generate=generate,
-    ).text
+    return generate_profile(model, tokenizer, task, history, **settings).text
 
 
 # ---- cache ----------------------------------------------------------------------------------

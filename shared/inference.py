@@ -82,8 +82,9 @@ def choose_label(model, tokenizer, prompt: str, labels: Sequence[str]) -> str:
     return labels[max(range(len(labels)), key=scores.__getitem__)]
 
 
-def generate_answer(model, tokenizer, prompt: str, *, max_new_tokens: int = 32) -> str:
-    """Greedy answer, cut at the first line as LaMP's generation tasks expect."""
+def greedy_generate(model, tokenizer, prompt: str, *, max_new_tokens: int = 32,
+                    logits_processor=None) -> str:
+    """The model's whole greedy continuation of a chat-formatted prompt."""
     import torch
 
     device = next(model.parameters()).device
@@ -94,7 +95,13 @@ def generate_answer(model, tokenizer, prompt: str, *, max_new_tokens: int = 32) 
             attention_mask=torch.ones_like(ids),
             max_new_tokens=max_new_tokens,
             do_sample=False,
+            logits_processor=logits_processor,
             pad_token_id=tokenizer.pad_token_id,
         )
-    text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+
+def generate_answer(model, tokenizer, prompt: str, *, max_new_tokens: int = 32) -> str:
+    """Greedy answer, cut at the first line as LaMP's generation tasks expect."""
+    text = greedy_generate(model, tokenizer, prompt, max_new_tokens=max_new_tokens).strip()
     return text.splitlines()[0].strip() if text else ""

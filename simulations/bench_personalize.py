@@ -269,6 +269,7 @@ def train_reference(model, tokenizer, bench: BenchUser, args, *, use_cpu: bool) 
     return {
         "examples": len(tokenized),
         "fingerprint": fingerprint(tokenized),
+        "tokens_per_epoch": sum(len(t.input_ids) for t in tokenized),
         "steps": int(output.global_step),
         "tokens": trainer.tokens,
         "padding_share": 1 - trainer.tokens / trainer.cells if trainer.cells else 0.0,
@@ -304,6 +305,7 @@ def train_optimized(model, tokenizer, bench: BenchUser, args) -> dict:
     return {
         "examples": report.examples,
         "fingerprint": fingerprint(tokenized),
+        "tokens_per_epoch": sum(len(t.input_ids) for t in tokenized),
         "steps": report.steps,
         "tokens": report.tokens,
         "seconds": seconds,
@@ -375,6 +377,7 @@ def summarize(ref: Mapping[str, Any], opt: Mapping[str, Any], args) -> dict:
         "items": ref["items"],
         "epochs": args.epochs,
         "max_steps": args.max_steps,
+        "tokens_expected": ref["tokens_per_epoch"] * args.epochs,
         "threads": ref["threads"],
         "device": ref["device"],
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
@@ -418,9 +421,10 @@ def print_table(result: Mapping[str, Any]) -> None:
     row("first loss", "first_loss", ".3f")
     row("final loss (last 3 steps)", "final_loss", ".3f")
     for metric in sorted(set(ref.get("eval", {})) | set(opt.get("eval", {}))):
-        a, b = ref.get("eval", {}).get(metric), opt.get("eval", {}).get(metric)
-        table.add_row(f"eval {metric}", *(f"{v:.3f}" if v is not None else "-" for v in (a, b)),
-                      "")
+        fmt = ".0f" if metric in ("count", "queries") else ".3f"
+        cells = (ref.get("eval", {}).get(metric), opt.get("eval", {}).get(metric))
+        table.add_row(f"eval {metric}", *(format(v, fmt) if v is not None else "-"
+                                          for v in cells), "")
     Console().print(table)
 
 
