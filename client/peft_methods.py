@@ -1,11 +1,16 @@
-"""PEFT-method registry: the private module each user trains (LoRA, prompt tuning, IA3)."""
+"""PEFT-method registry: the private module each user trains (LoRA, prompt tuning, IA3).
+
+peft (and with it torch) is imported only when a config is built, so CLIs start fast.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from peft import IA3Config, LoraConfig, PeftConfig, PromptTuningConfig, TaskType
+if TYPE_CHECKING:
+    from peft import PeftConfig
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,8 @@ class PeftSettings:
 
 
 def _lora(s: PeftSettings) -> PeftConfig:
+    from peft import LoraConfig, TaskType
+
     return LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=s.r,
@@ -49,11 +56,15 @@ def _lora(s: PeftSettings) -> PeftConfig:
 
 
 def _prompt_tuning(s: PeftSettings) -> PeftConfig:
+    from peft import PromptTuningConfig, TaskType
+
     return PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=s.num_virtual_tokens)
 
 
 def _ia3(s: PeftSettings) -> PeftConfig:
     # IA3 scales keys/values and the MLP's down projection (feed-forward) by default.
+    from peft import IA3Config, TaskType
+
     targets = [*s.target_modules, "down_proj"]
     return IA3Config(
         task_type=TaskType.CAUSAL_LM, target_modules=targets, feedforward_modules=["down_proj"]

@@ -55,7 +55,10 @@ def test_directory_without_config_is_refused(tmp_path):
 
 
 def test_unknown_hub_id_fails_clearly_offline(monkeypatch):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import
     with pytest.raises(ModelNotFoundError, match="Could not load base model"):
         model_mod.load_tokenizer("oppu-test/does-not-exist")
 

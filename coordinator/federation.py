@@ -1,0 +1,286 @@
+"""The coordinator's side of a federation: state dir, SuperLink process, run submission, results.
+
+State dir layout (everything one federation needs, nothing any user sent but sums)::
+
+    tls/                   CA and server certificate (shared/tls.py), for SuperLink + BaseStore
+    keys/signing_key.pem   Ed25519, signs the base manifest (clients pin signing_key.pem.pub)
+    keys/sealing_key.pem   X25519, opens sealed metrics of small cohorts
+    federation.json        where the base is served, its version: read by the ServerApp
+    superlink/             the SuperLink's FLWR_HOME, database and log
+    flwr/config.toml       the flwr CLI's connection to our SuperLink (its FLWR_HOME)
+    app/pyproject.toml     the Flower app submitted with ``flwr run`` (generated)
+    results/run-<id>.json  the cohort's summed statistics and metric table, per run
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from oppu.shared.atomic import write_text_atomic
+from oppu.shared.errors import OppuError
+from oppu.shared.federation import RunKey, flower_env, launch, stop, wait_for_port
+from oppu.shared.tls import CA_CERT, SERVER_CERT, SERVER_KEY
+
+log = logging.getLogger(__name__)
+
+CONNECTION = "oppu"
+"""Name of our SuperLink in the flwr CLI's config.toml."""
+DEFAULT_SUPERLINK_PORT = 9092
+DEFAULT_BASE_PORT = 9095
+APP_NAME = "oppu-federation"
+SERVERAPP = "oppu.coordinator.server_app:app"
+CLIENTAPP = "oppu.client.client_app:app"
+
+
+@dataclass(frozen=True)
+class FederationInfo:
+    """What the ServerApp needs from the coordinator process (``federation.json``)."""
+
+    base_dir: str
+    base_version: str
+    base_address: str
+    base_key_pem: str
+    superlink_address: str
+    insecure: bool
+
+    @classmethod
+    def read(cls, state_dir: str | Path) -> FederationInfo:
+        path = StateDir(state_dir).info
+        if not path.is_file():
+            raise OppuError(f"{path} is missing: start the federation with "
+                            "`oppu-coordinator start` (it writes this file).")
+        data = json.loads(path.read_text())
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+class StateDir:
+    """Paths inside one coordinator state dir (see the module docstring)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+        self.tls = self.root / "tls"
+        self.signing_key = self.root / "keys" / "signing_key.pem"
+        self.sealing_key = self.root / "keys" / "sealing_key.pem"
+        self.info = self.root / "federation.json"
+        self.superlink_home = self.root / "superlink"
+        self.flwr_home = self.root / "flwr"
+        self.app_dir = self.root / "app"
+        self.results = self.root / "results"
+
+    def result_path(self, run_id: int | str) -> Path:
+        return self.results / f"run-{run_id}.json"
+
+    def write_info(self, info: FederationInfo) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.info, json.dumps(asdict(info), indent=2))
+
+
+# ---- results -------------------------------------------------------------------------------
+@dataclass
+class CohortResult:
+    """What a round produced: only sums over the cohort, never one client's numbers."""
+
+    run_id: str
+    round: int
+    task: str
+    aggregation: str
+    clients: int
+    stat_names: list[str]
+    sums: list[float]
+    metrics: dict[str, float]
+    rejected: int = 0
+    failures: int = 0
+    base_version: str = ""
+    seconds: float = 0.0
+    config: dict = field(default_factory=dict)
+    finished_at: str = field(
+        default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+    def sum_stats(self) -> dict[str, float]:
+        return dict(zip(self.stat_names, self.sums, strict=True))
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["metrics"] = {k: (None if isinstance(v, float) and math.isnan(v) else v)
+                           for k, v in self.metrics.items()}
+        return json.dumps(data, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> CohortResult:
+        data = json.loads(text)
+        data["metrics"] = {k: (math.nan if v is None else v) for k, v in data["metrics"].items()}
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def write_result(state: StateDir, result: CohortResult) -> Path:
+    path = state.result_path(result.run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, result.to_json())
+    return path
+
+
+def read_result(state: StateDir, run_id: int | str) -> CohortResult | None:
+    path = state.result_path(run_id)
+    return CohortResult.from_json(path.read_text()) if path.is_file() else None
+
+
+def format_table(result: CohortResult) -> str:
+    """The cohort's metric table as plain text (what ``start`` prints and the ServerApp logs)."""
+    lines = [f"Cohort metrics, run {result.run_id} round {result.round} ({result.task}): "
+             f"{result.clients} clients aggregated with {result.aggregation}"
+             + (f", {result.rejected} rejected" if result.rejected else "")
+             + (f", {result.failures} failed" if result.failures else "")]
+    width = max([len(k) for k in result.metrics] + [6])
+    lines.append(f"  {'metric':<{width}}  value")
+    for name, value in result.metrics.items():
+        shown = "n/a" if math.isnan(value) else (f"{value:.0f}" if name == "count"
+                                                 else f"{value:.4f}")
+        lines.append(f"  {name:<{width}}  {shown}")
+    return "\n".join(lines)
+
+
+# ---- processes -----------------------------------------------------------------------------
+def superlink_command(state: StateDir, *, host: str, port: int, insecure: bool) -> list[str]:
+    cmd = ["flower-superlink", "--disable-runtime-dependency-installation",
+           "--host", host, "--port", str(port),
+           "--database", str(state.superlink_home / "state.db")]
+    if insecure:
+        return [*cmd, "--insecure"]
+    return [*cmd, "--ssl-certfile", str(state.tls / SERVER_CERT),
+            "--ssl-keyfile", str(state.tls / SERVER_KEY),
+            "--ssl-ca-certfile", str(state.tls / CA_CERT)]
+
+
+def start_superlink(state: StateDir, *, host: str, port: int, insecure: bool,
+                    timeout: float = 60.0) -> subprocess.Popen:
+    """Start ``flower-superlink`` (own process group) and wait until its port answers."""
+    state.superlink_home.mkdir(parents=True, exist_ok=True)
+    proc = launch(superlink_command(state, host=host, port=port, insecure=insecure),
+                  log_path=state.superlink_home / "superlink.log",
+                  env=flower_env(state.superlink_home))
+    try:
+        wait_for_port("127.0.0.1" if host in ("0.0.0.0", "::") else host, port, timeout,
+                      proc=proc, what="SuperLink",
+                      log_path=state.superlink_home / "superlink.log")
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
+
+
+def write_flwr_connection(state: StateDir, address: str, *, insecure: bool) -> Path:
+    """The flwr CLI's config.toml, pointing ``CONNECTION`` at our SuperLink."""
+    lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]",
+             f'address = "{address}"']
+    if insecure:
+        lines.append("insecure = true")
+    else:
+        lines.append(f"root-certificates = '{state.tls / CA_CERT}'")
+    path = state.flwr_home / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))  # a TOML basic string is a JSON string for our values
+
+
+def write_app(state: StateDir, run_config: Mapping[str, object]) -> Path:
+    """A minimal Flower app (just its pyproject.toml) naming oppu's two apps.
+
+    Generated rather than taken from a source checkout, so an installed oppu can submit runs
+    and the FAB stays a few hundred bytes (the code itself is the installed package).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        oppu_version = version("oppu")
+    except PackageNotFoundError:
+        oppu_version = "0.0.0"
+    lines = ["[project]", f'name = "{APP_NAME}"', f'version = "{oppu_version}"',
+             'description = "oppu federation round: private adapters, cohort metrics"',
+             'license = "Apache-2.0"', "", "[tool.flwr.app]", 'publisher = "oppu"', "",
+             "[tool.flwr.app.components]", f'serverapp = "{SERVERAPP}"',
+             f'clientapp = "{CLIENTAPP}"', "", "[tool.flwr.app.config]"]
+    config = {RunKey.STATE_DIR: str(state.root), **run_config}
+    lines += [f'"{key}" = {_toml_value(value)}' for key, value in config.items()]
+    path = state.app_dir / "pyproject.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    return state.app_dir
+
+
+def _flwr(state: StateDir, *args: str, timeout: float = 120.0) -> str:
+    proc = subprocess.run(["flwr", *args], env=flower_env(state.flwr_home), text=True,
+                          capture_output=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise OppuError(f"`flwr {' '.join(args)}` failed ({proc.returncode}):\n"
+                        f"{(proc.stdout + proc.stderr)[-2000:]}")
+    return proc.stdout
+
+
+def _json_tail(text: str) -> dict:
+    """The JSON object flwr prints with --format json (after any warnings)."""
+    start = text.find("{")
+    if start < 0:
+        raise OppuError(f"flwr printed no JSON: {text[-500:]}")
+    return json.loads(text[start:])
+
+
+def submit_run(state: StateDir, app_dir: Path | None = None) -> str:
+    """``flwr run <app> oppu``; returns the run id."""
+    out = _json_tail(_flwr(state, "run", str(app_dir or state.app_dir), CONNECTION,
+                           "--format", "json"))
+    if not out.get("success") or not out.get("run-id"):
+        raise OppuError(f"The SuperLink did not start the run: {out}")
+    return str(out["run-id"])
+
+
+def run_status(state: StateDir, run_id: str) -> str:
+    out = _json_tail(_flwr(state, "ls", CONNECTION, "--run-id", run_id, "--format", "json"))
+    runs = out.get("runs") or []
+    return str(runs[0].get("status", "unknown")) if runs else "unknown"
+
+
+def run_log(state: StateDir, run_id: str) -> str:
+    try:
+        return _flwr(state, "log", run_id, CONNECTION, "--show", timeout=60)
+    except (OppuError, subprocess.TimeoutExpired) as exc:
+        return f"(no log: {exc})"
+
+
+def wait_for_result(state: StateDir, run_id: str, *, timeout: float,
+                    watch: Sequence[subprocess.Popen] = (), poll: float = 2.0) -> CohortResult:
+    """Block until the ServerApp wrote the run's result, the run failed, or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    checks = 0
+    while time.monotonic() < deadline:
+        result = read_result(state, run_id)
+        if result is not None:
+            return result
+        for proc in watch:
+            if proc.poll() is not None:
+                raise OppuError(f"{proc.args[0]} exited ({proc.returncode}) during the run.")
+        checks += 1
+        if checks % 5 == 0:
+            status = run_status(state, run_id)
+            if status.startswith("finished"):
+                result = read_result(state, run_id)
+                if result is not None:
+                    return result
+                raise OppuError(f"Run {run_id} ended ({status}) without a result. Its log:\n"
+                                f"{run_log(state, run_id)[-4000:]}")
+        time.sleep(poll)
+    raise OppuError(f"Run {run_id} did not finish within {timeout:.0f} s.")
