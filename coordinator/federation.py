@@ -14,9 +14,11 @@ State dir layout (everything one federation needs, nothing any user sent but sum
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -162,11 +164,14 @@ def start_superlink(state: StateDir, *, host: str, port: int, insecure: bool,
                     timeout: float = 60.0) -> subprocess.Popen:
     """Start ``flower-superlink`` (own process group) and wait until its port answers."""
     state.superlink_home.mkdir(parents=True, exist_ok=True)
+    probe = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    with contextlib.suppress(OSError), socket.create_connection((probe, port), timeout=1.0):
+        raise OppuError(f"Port {port} is already in use on {probe}; pick another with --port.")
     proc = launch(superlink_command(state, host=host, port=port, insecure=insecure),
                   log_path=state.superlink_home / "superlink.log",
                   env=flower_env(state.superlink_home))
     try:
-        wait_for_port("127.0.0.1" if host in ("0.0.0.0", "::") else host, port, timeout,
+        wait_for_port(probe, port, timeout,
                       proc=proc, what="SuperLink",
                       log_path=state.superlink_home / "superlink.log")
     except BaseException:
@@ -284,3 +289,97 @@ def wait_for_result(state: StateDir, run_id: str, *, timeout: float,
                                 f"{run_log(state, run_id)[-4000:]}")
         time.sleep(poll)
     raise OppuError(f"Run {run_id} did not finish within {timeout:.0f} s.")
+
+
+# ---- one coordinator: BaseStore + SuperLink + runs -----------------------------------------
+class Coordinator:
+    """Everything ``oppu-coordinator start`` runs, as one object (tests use it directly).
+
+    ``start()`` prepares keys and certificates in the state dir, serves the base over the
+    BaseStore (TLS unless ``insecure``), writes ``federation.json`` and starts the SuperLink;
+    ``run_round()`` submits the Flower app and waits for the cohort's result; ``stop()``
+    stops whatever was started. Use it as a context manager so Ctrl-C stops everything.
+    """
+
+    def __init__(self, state_dir: str | Path, base_dir: str | Path, *, host: str = "0.0.0.0",
+                 public_host: str = "localhost", port: int = DEFAULT_SUPERLINK_PORT,
+                 base_port: int = DEFAULT_BASE_PORT, insecure: bool = False,
+                 base_interceptors: Sequence = ()):
+        self.state = StateDir(state_dir)
+        self.base_dir = Path(base_dir).expanduser().resolve()
+        self.host, self.public_host = host, public_host
+        self.port, self.base_port = port, base_port
+        self.insecure = insecure
+        self._interceptors = tuple(base_interceptors)
+        self.base_server = None
+        self.superlink: subprocess.Popen | None = None
+        self._active_run: str | None = None
+
+    @property
+    def superlink_address(self) -> str:
+        local = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"{local}:{self.port}"
+
+    @property
+    def client_address(self) -> str:
+        """What clients pass to ``oppu-client join --coordinator``."""
+        return f"{self.public_host}:{self.port}"
+
+    def start(self) -> Coordinator:
+        from oppu.coordinator.base_server import BaseStoreServer
+        from oppu.shared.sealing import load_or_create_sealing_key
+        from oppu.shared.signing import load_or_create_signing_key, public_key_pem
+        from oppu.shared.tls import ensure_tls_material
+
+        tls = None if self.insecure else ensure_tls_material(self.state.tls,
+                                                             hosts=[self.public_host])
+        signing = load_or_create_signing_key(self.state.signing_key)
+        load_or_create_sealing_key(self.state.sealing_key)
+        self.base_server = BaseStoreServer(self.base_dir, signing, host=self.host,
+                                           port=self.base_port, tls=tls,
+                                           interceptors=self._interceptors).start()
+        self.state.write_info(FederationInfo(
+            base_dir=str(self.base_dir), base_version=self.base_server.manifest.version,
+            base_address=f"{self.public_host}:{self.base_server.port}",
+            base_key_pem=public_key_pem(signing.public_key()).decode(),
+            superlink_address=self.client_address, insecure=self.insecure))
+        write_flwr_connection(self.state, self.superlink_address, insecure=self.insecure)
+        self.superlink = start_superlink(self.state, host=self.host, port=self.port,
+                                         insecure=self.insecure)
+        return self
+
+    def run_round(self, run_config: Mapping[str, object], *, timeout: float = 3600.0,
+                  on_submit=None) -> CohortResult:
+        """Submit one round with ``run_config`` (round fields + ``RunKey``s) and wait."""
+        if self.superlink is None:
+            raise OppuError("Start the coordinator before running a round.")
+        run_id = submit_run(self.state, write_app(self.state, run_config))
+        self._active_run = run_id
+        if on_submit is not None:
+            on_submit(run_id)
+        result = wait_for_result(self.state, run_id, timeout=timeout, watch=[self.superlink])
+        self._active_run = None
+        return result
+
+    def stop(self) -> None:
+        if self._active_run is not None and self.superlink is not None:
+            # Interrupted mid-run: end it in the SuperLink's database too.
+            with contextlib.suppress(OppuError, subprocess.TimeoutExpired):
+                _flwr(self.state, "stop", self._active_run, CONNECTION, timeout=20)
+            self._active_run = None
+        if self.superlink is not None:
+            stop(self.superlink)
+            self.superlink = None
+        if self.base_server is not None:
+            self.base_server.stop()
+            self.base_server = None
+
+    def __enter__(self) -> Coordinator:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -49,6 +49,7 @@ from oppu.shared.federation import (
     snap_whole,
 )
 from oppu.shared.metrics import MetricSpec, make_metric
+from oppu.shared.paths import oppu_home
 from oppu.shared.sealing import SealingError, load_or_create_sealing_key, open_vector, public_bytes
 from oppu.shared.tasks import get_task
 
@@ -59,10 +60,11 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     started = time.perf_counter()
     config = context.run_config
-    state = StateDir(str(config[RunKey.STATE_DIR]))
+    state = StateDir(str(config.get(RunKey.STATE_DIR, "")) or oppu_home() / "coordinator")
     info = FederationInfo.read(state.root)
     timeout = float(config.get(RunKey.TIMEOUT, 1800))
-    nodes = wait_for_nodes(grid, int(config.get(RunKey.MIN_CLIENTS, 3)), timeout)
+    min_clients = int(config.get(RunKey.MIN_CLIENTS, 3))
+    nodes = wait_for_nodes(grid, min_clients, timeout)
     aggregation = choose_aggregation(str(config.get(RunKey.AGGREGATION, AUTO)), len(nodes))
     round_cfg = round_config(config, info, aggregation, state)
     metric = make_metric(get_task(round_cfg.task).kind, round_cfg.labels)
@@ -75,6 +77,10 @@ def main(grid: Grid, context: Context) -> None:
     else:
         sums, clients, rejected, failures = sealed_sum(grid, context, round_cfg, metric,
                                                        nodes, state, timeout)
+    if clients < min_clients:  # a "cohort" of fewer would say too much about each member
+        raise OppuError(f"Only {clients} of the {min_clients} clients required returned valid "
+                        f"statistics ({failures} failed, {rejected} rejected); nothing was "
+                        "published.")
     result = CohortResult(
         run_id=str(context.run_id), round=round_cfg.round, task=round_cfg.task,
         aggregation=aggregation, clients=clients, stat_names=metric.stat_names(),
@@ -160,10 +166,10 @@ def secagg_sum(grid: Grid, context: Context, round_cfg: RoundConfig, metric: Met
             "SecAgg+ returned no aggregate (the server still holds its initial arrays): a "
             f"client failed or dropped out ({strategy.failures} failures reported). See the "
             "clients' logs; nothing was written.")
-    sums = metric.from_vector(snap_whole(metric, dict(zip(
-        metric.stat_names(), decode_mean(mean, strategy.clients, round_cfg.stat_bound,
-                                         round_cfg.clip), strict=True)),
-        secagg_max_error(strategy.clients, round_cfg.stat_bound)).values())
+    decoded = decode_mean(mean, strategy.clients, round_cfg.stat_bound, round_cfg.clip)
+    sums = snap_whole(metric, dict(zip(metric.stat_names(), decoded, strict=True)),
+                      secagg_max_error(strategy.clients, round_cfg.stat_bound))
+    metric.validate_stats(sums)  # a client that lied can still make the sum impossible
     return sums, strategy.clients, strategy.failures
 
 

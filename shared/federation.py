@@ -11,6 +11,10 @@ refused rather than silently clipped. The server gets the mean of the encodings 
 weighs 1) and multiplies back: ``sum = mean * n * B / clip``. Stochastic rounding adds at most
 one quantization step per client, ``2 * B / quantization_range`` in value units, so counts are
 exact after rounding while ``n * 2 * B / quantization_range < 0.5``.
+
+The last section starts and stops the Flower processes both sides run locally (SuperLink,
+SuperNode): each in its own process group, so stopping it also stops the helpers Flower
+spawns (``flower-superexec``, ``flwr-serverapp``, ``flwr-clientapp``).
 """
 
 from __future__ import annotations
@@ -177,11 +181,7 @@ class RoundConfig:
             value = config[key]
             if f.name == "labels":
                 value = tuple(json.loads(value)) if value else ()  # type: ignore[arg-type]
-            elif f.type in ("int", int):
-                value = int(value)  # type: ignore[arg-type]
-            elif f.type in ("float", float):
-                value = float(value)  # type: ignore[arg-type]
-            kwargs[f.name] = value
+            kwargs[f.name] = _coerce(f.type, value)
         return cls(**kwargs)  # type: ignore[arg-type]
 
     def to_proto(self, run_id: int | str):
@@ -194,26 +194,35 @@ class RoundConfig:
             base_version=self.base_version, labels=list(self.labels))
 
     def public_summary(self) -> dict:
-        """For logs and results files (keys shortened to what a reader needs)."""
+        """For logs and results files: the fields, minus the PEM key, the sealing key in hex."""
         data = asdict(self)
         data["sealing_key"] = self.sealing_key.hex()
         data.pop("base_key")
         return data
 
 
+def _coerce(annotation: object, value: object) -> object:
+    """TOML and ConfigRecords may carry 2 for 2.0 (or the reverse): follow the field's type."""
+    if annotation in ("int", int):
+        return int(value)  # type: ignore[arg-type]
+    if annotation in ("float", float):
+        return float(value)  # type: ignore[arg-type]
+    return value
+
+
 def run_config_overrides(run_config: Mapping[str, object]) -> dict[str, object]:
     """The round fields present in a Flower run config, as ``RoundConfig`` keyword args."""
-    by_key = {f.metadata["key"]: f.name for f in fields(RoundConfig)}
+    by_key = {f.metadata["key"]: f for f in fields(RoundConfig)}
     out: dict[str, object] = {}
     for key, value in run_config.items():
-        name = by_key.get(key)
-        if name is None or name in ("base_key", "sealing_key", "aggregation"):
+        f = by_key.get(key)
+        if f is None or f.name in ("base_key", "sealing_key", "aggregation"):
             continue
-        if name == "labels":
+        if f.name == "labels":
             text = str(value).strip()
             value = tuple(json.loads(text)) if text.startswith("[") else tuple(
                 lab.strip() for lab in text.split(",") if lab.strip())
-        out[name] = value
+        out[f.name] = _coerce(f.type, value)
     return out
 
 

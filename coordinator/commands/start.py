@@ -1,0 +1,85 @@
+"""``oppu-coordinator start``: serve the base, run one federated round, print the cohort table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from oppu.coordinator.cli import app
+from oppu.coordinator.federation import (
+    DEFAULT_BASE_PORT,
+    DEFAULT_SUPERLINK_PORT,
+    Coordinator,
+    format_table,
+)
+from oppu.shared.cli_support import console, friendly_errors
+from oppu.shared.federation import AGGREGATIONS, AUTO, RoundKey, RunKey
+from oppu.shared.paths import oppu_home
+
+
+@app.command()
+@friendly_errors
+def start(
+    base: Annotated[Path, typer.Option(
+        "--base", help="Base artifact dir (from `oppu-coordinator adapt`) to serve.")],
+    task: Annotated[str, typer.Option("--task", help="Task of the round, e.g. LaMP_2N.")],
+    state_dir: Annotated[Path | None, typer.Option(
+        "--state-dir", help="Keys, certificates, logs, results (default: "
+        "$OPPU_HOME/coordinator).")] = None,
+    min_clients: Annotated[int, typer.Option(
+        "--min-clients", min=1, help="Wait for this many clients before the round.")] = 3,
+    aggregation: Annotated[str, typer.Option(
+        help=f"{', '.join(AGGREGATIONS)}: auto = SecAgg+ from 3 clients, sealed below.")
+    ] = AUTO,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    public_host: Annotated[str, typer.Option(
+        help="Name clients reach this machine by (goes into the TLS certificate).")
+    ] = "localhost",
+    port: Annotated[int, typer.Option(help="SuperLink port.")] = DEFAULT_SUPERLINK_PORT,
+    base_port: Annotated[int, typer.Option(help="BaseStore port.")] = DEFAULT_BASE_PORT,
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", help="No TLS anywhere (local experiments only).")] = False,
+    peft: Annotated[str, typer.Option(help="Private module: lora, prompt_tuning, ia3.")
+    ] = "lora",
+    lora_r: Annotated[int, typer.Option(min=1, help="LoRA rank.")] = 8,
+    lora_alpha: Annotated[int, typer.Option(min=1, help="LoRA alpha.")] = 8,
+    k: Annotated[int, typer.Option(min=0, help="Retrieved history items per prompt.")] = 0,
+    profile: Annotated[str, typer.Option(help="User profile: none, pag or gpg.")] = "none",
+    epochs: Annotated[int, typer.Option(min=0, help="0: the task's default.")] = 0,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-4,
+    batch_size: Annotated[int, typer.Option(min=1, help="Examples per step.")] = 8,
+    max_steps: Annotated[int, typer.Option(min=0, help="Cap on steps (0: none).")] = 0,
+    holdout: Annotated[float, typer.Option(
+        help="Newest share (<1) or count (>=1) of each history to evaluate on.")] = 0.2,
+    stat_bound: Annotated[float, typer.Option(
+        help="Largest statistic one client may report (SecAgg+ scaling).")] = 4096.0,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for clients and replies.")
+    ] = 3600.0,
+) -> None:
+    """Start the SuperLink and BaseStore, run one round, print the cohort's metrics."""
+    state = state_dir if state_dir is not None else oppu_home() / "coordinator"
+    run_config = {
+        RunKey.MIN_CLIENTS: min_clients, RunKey.AGGREGATION: aggregation,
+        RunKey.TIMEOUT: timeout, RoundKey.TASK: task, RoundKey.PEFT_METHOD: peft,
+        RoundKey.K: k, RoundKey.PROFILE_MODE: profile, RoundKey.EPOCHS: epochs,
+        RoundKey.LR: lr, RoundKey.MAX_STEPS: max_steps, RoundKey.HOLDOUT: holdout,
+        RoundKey.STAT_BOUND: stat_bound,
+    }
+    coordinator = Coordinator(state, base, host=host, public_host=public_host, port=port,
+                              base_port=base_port, insecure=insecure)
+    with coordinator:
+        join = f"oppu-client join --history YOUR_HISTORY.jsonl --coordinator " \
+               f"{coordinator.client_address}"
+        join += " --insecure" if insecure else f" --ca {coordinator.state.tls / 'ca.pem'}"
+        console.print(f"SuperLink on {coordinator.client_address}, base "
+                      f"{coordinator.base_server.manifest.version[:12]} on "
+                      f"{public_host}:{coordinator.base_server.port}. State: "
+                      f"{coordinator.state.root}\nClients join with:\n  {join}\n"
+                      f"Waiting for {min_clients} clients (Ctrl-C stops everything)...")
+        result = coordinator.run_round(
+            run_config, timeout=timeout + 600,
+            on_submit=lambda run_id: console.print(f"Submitted run {run_id}."))
+    typer.echo(format_table(result))
+    console.print(f"Results: {coordinator.state.result_path(result.run_id)}")
