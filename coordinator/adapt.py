@@ -6,7 +6,7 @@ queries with top-k items retrieved from that user's own profile ("rag"), or with
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from oppu.shared.retrieval import HistoryIndex
 from oppu.shared.tasks import Example
 from oppu.shared.training import TrainReport, TrainSettings, train_loop
 
-VARIANTS = ("plain", "rag")
+VARIANTS = ("plain", "rag", "profile")
 ADAPTATION_PEFT = PeftSettings(r=8, alpha=8, dropout=0.05, target_modules=("q_proj", "k_proj",
                                                                             "v_proj"))
 
@@ -41,8 +41,16 @@ class AdaptSettings:
 
 
 def adaptation_examples(dataset: LampDataset, users: Sequence[str],
-                        settings: AdaptSettings) -> list[Example]:
-    """(query, gold) pairs of the given (base) users, in the variant's prompt format."""
+                        settings: AdaptSettings, *,
+                        profile_of: Callable[[Sequence[Mapping]], str] | None = None
+                        ) -> list[Example]:
+    """(query, gold) pairs of the given (base) users, in the variant's prompt format.
+
+    The "profile" variant prepends a profile written from the query's own profile items by
+    ``profile_of`` (e.g. PAG with the base model), so the base learns to read profiles.
+    """
+    if settings.variant == "profile" and profile_of is None:
+        raise ValueError("The profile variant needs profile_of (a profile writer).")
     task = dataset.spec
     wanted = set(users)
     examples: list[Example] = []
@@ -53,7 +61,11 @@ def adaptation_examples(dataset: LampDataset, users: Sequence[str],
         if settings.variant == "rag" and settings.k > 0 and query.profile:
             index = HistoryIndex(task, query.profile)
             retrieved = index.top_k(task.retrieval_query(query.input), settings.k)
-        examples.append(Example(task.build_prompt(query.input, retrieved=retrieved), query.gold))
+        profile = None
+        if settings.variant == "profile" and query.profile:
+            profile = profile_of(query.profile)
+        prompt = task.build_prompt(query.input, retrieved=retrieved, profile=profile)
+        examples.append(Example(prompt, query.gold))
         if settings.max_examples is not None and len(examples) >= settings.max_examples:
             break
     return examples

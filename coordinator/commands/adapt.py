@@ -40,9 +40,16 @@ def adapt(
                              train=TrainSettings(lr=lr, epochs=epochs, batch_size=batch_size,
                                                  max_steps=max_steps))
     users = base_users(dataset)
-    examples = adaptation_examples(dataset, users, settings)
-    console.print(f"{dataset.task}: {len(examples)} examples from {len(users)} base users.")
     model, tokenizer, _ = load_base_model(base_model, device=device)
+    profile_of = None
+    if variant == "profile":
+        from oppu.client.profiles import build_profile
+
+        def profile_of(items):
+            return build_profile(model, tokenizer, dataset.spec, items, mode="pag")
+
+    examples = adaptation_examples(dataset, users, settings, profile_of=profile_of)
+    console.print(f"{dataset.task}: {len(examples)} examples from {len(users)} base users.")
     target = out or oppu_home() / "bases" / f"{dataset.task}-{variant}"
     manifest, report = adapt_base(model, tokenizer, examples, settings, out_dir=target,
                                   model_id=base_model or "embedded", task=dataset.task)
