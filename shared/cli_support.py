@@ -37,6 +37,19 @@ def quiet_libraries() -> None:
         pass
 
 
+def stop_cleanly_on_sigterm() -> None:
+    """Treat SIGTERM like Ctrl-C, so long-running commands stop the processes they started.
+
+    Without this a plain ``kill`` ends Python at once and orphans the SuperLink/SuperNode.
+    """
+    import signal
+
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def load_task_files(paths: list[Path] | None) -> None:
     """Register custom tasks (TOML/JSON) so every command can name them with --task."""
     from oppu.shared.tasks import load_task_file

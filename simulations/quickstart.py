@@ -23,7 +23,13 @@ from oppu.client.workflow import personalize_user
 from oppu.coordinator.adapt import AdaptSettings, adapt_base, adaptation_examples
 from oppu.shared.atomic import write_text_atomic
 from oppu.shared.cli_support import console
-from oppu.shared.data import LampDataset, load_lamp, select_test_users, user_history
+from oppu.shared.data import (
+    LampDataset,
+    base_users,
+    load_lamp,
+    select_test_users,
+    user_history,
+)
 from oppu.shared.metrics import make_metric
 from oppu.shared.model import load_base_model
 from oppu.shared.paths import oppu_home
@@ -76,8 +82,9 @@ def run_quickstart(data: Path | None = None, *, base_model: str | None = None,
     start = time.perf_counter()
     dataset = load_lamp(data or sample_dir())
     task = dataset.spec
-    test_users = select_test_users(dataset, settings.users)[: settings.users]
-    train_users = [u for u in dataset.users() if u not in set(test_users)]
+    cohort = select_test_users(dataset)
+    test_users = cohort[: settings.users]
+    train_users = base_users(dataset, cohort)  # never another test user, even if unused
     queries = _queries(dataset, test_users)
     all_queries = [q for u in test_users for q in queries[u]]
     labels = task.label_set(all_queries[0].input) if all_queries else task.labels

@@ -15,7 +15,7 @@ import typer
 
 from oppu.client.cli import app
 from oppu.client.cli.options import DataDirOpt, DeviceOpt, UserOpt
-from oppu.shared.cli_support import console, friendly_errors
+from oppu.shared.cli_support import console, friendly_errors, stop_cleanly_on_sigterm
 from oppu.shared.errors import OppuError
 from oppu.shared.federation import (
     NodeKey,
@@ -100,6 +100,7 @@ def join(
                             coordinator_key=coordinator_key, base_store=base_store,
                             audit_log=data / "sent.jsonl" if audit else None, device=device)
     log_path = data / "supernode.log"
+    stop_cleanly_on_sigterm()
     proc = launch(cmd, log_path=log_path, env=flower_env(data / "flwr"))
     console.print(f"Joined {coordinator}; waiting for rounds (Ctrl-C to leave). "
                   f"Log: {log_path}")

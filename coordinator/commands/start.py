@@ -14,7 +14,7 @@ from oppu.coordinator.federation import (
     Coordinator,
     format_table,
 )
-from oppu.shared.cli_support import console, friendly_errors
+from oppu.shared.cli_support import console, friendly_errors, stop_cleanly_on_sigterm
 from oppu.shared.federation import AGGREGATIONS, AUTO, RoundKey, RunKey
 from oppu.shared.paths import oppu_home
 
@@ -67,6 +67,7 @@ def start(
         RoundKey.LR: lr, RoundKey.MAX_STEPS: max_steps, RoundKey.HOLDOUT: holdout,
         RoundKey.STAT_BOUND: stat_bound,
     }
+    stop_cleanly_on_sigterm()
     coordinator = Coordinator(state, base, host=host, public_host=public_host, port=port,
                               base_port=base_port, insecure=insecure)
     with coordinator:
