@@ -43,6 +43,14 @@ class AdapterStore:
         path = self.path(task_name)
         return (path / "adapter_config.json").is_file() or is_encrypted(path)
 
+    def require(self, task_name: str) -> None:
+        """Raise the "train one first" error when this user has no adapter for the task."""
+        if not self.exists(task_name):
+            raise OppuError(
+                f"No adapter for task {task_name} in {self.root}. Train one first: "
+                f"oppu-client train --history YOUR_HISTORY.jsonl --task {task_name}"
+            )
+
     def encrypted(self, task_name: str) -> bool:
         return is_encrypted(self.path(task_name))
 
@@ -76,12 +84,8 @@ class AdapterStore:
         """Plug the user's adapter into ``base_model`` (a PeftModel comes back)."""
         from peft import PeftModel
 
+        self.require(task_name)
         path = self.path(task_name)
-        if not self.exists(task_name):
-            raise OppuError(
-                f"No adapter for task {task_name} in {self.root}. Train one first: "
-                f"oppu-client train --history YOUR_HISTORY.jsonl --task {task_name}"
-            )
         if not is_encrypted(path):
             return PeftModel.from_pretrained(base_model, path, is_trainable=trainable)
         with decrypted_copy(path, self._need_passphrase(path),

@@ -114,10 +114,11 @@ def personalize_user(
     if labels is None:
         labels = history_labels(task, history)
     start = time.perf_counter()
-    if queries is not None:
-        train, heldout = list(history), []
+    if queries is not None or not holdout:
+        train = list(history)
+        queries = list(queries or [])
     else:
-        train, heldout = split_history(history, holdout) if holdout else (list(history), [])
+        train, heldout = split_history(history, holdout)
         queries = heldout_queries(task, train, heldout, labels)
     baseline = None
     profile = user_profile(model, tokenizer, task, train, settings.profile, store)

@@ -59,9 +59,9 @@ def ask(
 
     spec = get_task(task)
     store = adapter_store(user, data_dir, passphrase_env)
+    if not no_adapter:
+        store.require(spec.name)
     meta = store.metadata(spec.name)
-    if not no_adapter and not store.exists(spec.name):
-        store.load(None, spec.name)  # raises the "train one first" message
     if base_model is None and meta.get("base_model") not in (None, "", "embedded"):
         base_model = meta["base_model"]
     labels = tuple(meta["labels"]) if meta.get("labels") else None
