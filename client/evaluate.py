@@ -85,13 +85,15 @@ def evaluate_queries(
     metric = make_metric(task.kind, labels)
     stats = metric.new_stats()
     predictions, golds = [], []
+    index, indexed = None, None  # queries of one user often share one history: index it once
     for query in tqdm(queries, desc="evaluating", unit="query", disable=not show_progress,
                       leave=False):
         retrieved: Sequence[Mapping] = ()
         if k > 0 and query.history and retrieval == "random":
             retrieved = rng.sample(list(query.history), min(k, len(query.history)))
         elif k > 0 and query.history:
-            index = HistoryIndex(task, query.history)
+            if query.history is not indexed:
+                index, indexed = HistoryIndex(task, query.history), query.history
             retrieved = index.top_k(task.retrieval_query(query.input), k)
         prediction = predict(model, tokenizer, task, query.input, retrieved=retrieved,
                              profile=profile)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from oppu.client.peft_methods import PeftSettings
 from oppu.shared.batching import tokenize_example
+from oppu.shared.inference import is_prompt_learning
 from oppu.shared.retrieval import HistoryIndex
 from oppu.shared.tasks import Example, TaskSpec
 from oppu.shared.training import TrainReport, TrainSettings, train_loop
@@ -96,7 +97,6 @@ def train_private_adapter(
 
 def detach_adapter(peft_model):
     """Remove the private module and hand back the untouched frozen base."""
-    config = peft_model.active_peft_config
-    if getattr(config, "is_prompt_learning", False):
+    if is_prompt_learning(peft_model):
         return peft_model.base_model  # prompt tuning never touched the base's layers
     return peft_model.unload()

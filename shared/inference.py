@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from oppu.shared.chat import encode_answer, encode_prompt
 
 
-def _is_prompt_learning(model) -> bool:
+def is_prompt_learning(model) -> bool:
+    """Whether ``model`` carries a prompt-learning adapter (virtual tokens, base untouched)."""
     config = getattr(model, "active_peft_config", None)
     return bool(getattr(config, "is_prompt_learning", False))
 
@@ -33,7 +34,7 @@ def label_log_likelihoods(model, tokenizer, prompt: str, labels: Sequence[str]) 
         valid[row, : len(ids)] = True
     batch, valid = batch.to(device), valid.to(device)
     with torch.inference_mode():
-        if _is_prompt_learning(model):
+        if is_prompt_learning(model):
             logprobs = _label_logprobs_full(model, prompt_ids, batch, valid)
         else:
             logprobs = _label_logprobs_cached(model, prompt_ids, batch, valid)

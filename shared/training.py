@@ -20,6 +20,7 @@ from oppu.shared.batching import (
     length_grouped_batches,
     shared_prompt_prefix,
 )
+from oppu.shared.inference import is_prompt_learning
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,6 @@ MIN_SHARED_PREFIX = 16
 """Shorter common prefixes are not worth a separate forward pass."""
 
 
-def _is_prompt_learning(model) -> bool:
-    return bool(getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False))
-
-
 def answer_loss(model, ids, mask, positions, labels, past_key_values=None):
     """Mean cross-entropy over answer tokens, computing logits only where answers are.
 
@@ -106,7 +103,7 @@ def answer_loss(model, ids, mask, positions, labels, past_key_values=None):
 
     answer_width = int((labels != IGNORE).sum(dim=1).max())
     keep = min(answer_width + 1, ids.shape[1])
-    if _is_prompt_learning(model):
+    if is_prompt_learning(model):
         positions = None  # peft prepends virtual tokens and ignores position ids (RoPE is
         # relative, so left padding shifts no attention score between real tokens)
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep,
@@ -124,7 +121,7 @@ def batch_loss(model, batch: Sequence[Tokenized], pad_id: int, device, *, share_
     and values are computed once, repeated for every row, and gradients flow through them.
     """
     prefix = shared_prompt_prefix(batch) if share_prefix else 0
-    if prefix < MIN_SHARED_PREFIX or _is_prompt_learning(model):
+    if prefix < MIN_SHARED_PREFIX or is_prompt_learning(model):
         tensors = collate_left_padded(batch, pad_id)
         return answer_loss(model, *(t.to(device) for t in tensors)), int(tensors[1].sum())
     import torch
