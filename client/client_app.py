@@ -168,8 +168,7 @@ def personalize_round(round_cfg: RoundConfig, context: Context) -> list[float]:
     """
     apply_cpu_defaults()
     from oppu.client.adapter_store import AdapterStore
-    from oppu.client.peft_methods import PeftSettings
-    from oppu.client.personalize import PersonalizeSettings
+    from oppu.client.simulation import is_simulation, run_simulated_user
     from oppu.client.workflow import personalize_user
     from oppu.shared.atomic import write_text_atomic
     from oppu.shared.cli_support import quiet_libraries
@@ -177,28 +176,26 @@ def personalize_round(round_cfg: RoundConfig, context: Context) -> list[float]:
     from oppu.shared.metrics import make_metric
     from oppu.shared.model import load_base_model
     from oppu.shared.tasks import get_task
-    from oppu.shared.training import TrainSettings
 
     quiet_libraries()
+    settings = round_settings(round_cfg)
+    if is_simulation(context):
+        return run_simulated_user(round_cfg, context, settings)
     node = NodeSettings.from_context(context)
     task = get_task(round_cfg.task)
     labels = round_cfg.labels or tuple(task.labels or ())
     history = _within_labels(task, read_history(node.history_path, task), labels)
     base_dir = fetch_round_base(round_cfg, node)
     model, tokenizer, _plan = load_base_model(str(base_dir), device=node.device)
-    settings = PersonalizeSettings(
-        peft=PeftSettings(method=round_cfg.peft_method, r=round_cfg.lora_r,
-                          alpha=round_cfg.lora_alpha),
-        train=TrainSettings(lr=round_cfg.lr, epochs=round_cfg.epochs or None,
-                            batch_size=round_cfg.batch_size,
-                            max_steps=round_cfg.max_steps or None, seed=round_cfg.seed),
-        k=round_cfg.k, profile=round_cfg.profile_mode)
+    metric = make_metric(task.kind, labels)
+    if round_cfg.suite:
+        return _deployed_suite(model, tokenizer, task, history, settings, round_cfg, node,
+                               labels)
     outcome = personalize_user(
         model, tokenizer, task, history, settings, store=AdapterStore(node.data_dir),
         base_source=f"federation:{round_cfg.base_version}", holdout=round_cfg.holdout_value,
         eval_k=round_cfg.k, evaluate_baseline=False, labels=labels or None,
         show_progress=False)
-    metric = make_metric(task.kind, labels)
     stats = outcome.personal.stats if outcome.personal is not None else metric.new_stats()
     vector = metric.to_vector(stats)
     record = node.data_dir / "federation" / f"run-{context.run_id}-round-{round_cfg.round}.json"
@@ -212,6 +209,39 @@ def personalize_round(round_cfg: RoundConfig, context: Context) -> list[float]:
     log.info("round %d done in %.0f s; your metrics: %s", round_cfg.round,
              outcome.seconds, metric.compute(stats))
     return vector
+
+
+def _deployed_suite(model, tokenizer, task, history, settings, round_cfg: RoundConfig,
+                    node: NodeSettings, labels: tuple[str, ...]) -> list[float]:
+    """A suite round on a real user's machine: every variant on their held-out items."""
+    from oppu.client.adapter_store import AdapterStore
+    from oppu.client.suite import run_suite
+    from oppu.client.workflow import heldout_queries
+    from oppu.shared.data import split_history
+    from oppu.shared.metrics import make_metric
+
+    train, heldout = split_history(history, round_cfg.holdout_value)
+    queries = heldout_queries(task, train, heldout, labels or None)
+    outcome = run_suite(model, tokenizer, task, train, queries, round_cfg.blocks, settings,
+                        labels=labels or None, store=AdapterStore(node.data_dir))
+    log.info("suite round %d done: %s", round_cfg.round,
+             {v: r.metrics for v, r in outcome.results.items()})
+    return outcome.vector(make_metric(task.kind, labels))
+
+
+def round_settings(round_cfg: RoundConfig):
+    """The round's private-adapter recipe as ``PersonalizeSettings``."""
+    from oppu.client.peft_methods import PeftSettings
+    from oppu.client.personalize import PersonalizeSettings
+    from oppu.shared.training import TrainSettings
+
+    return PersonalizeSettings(
+        peft=PeftSettings(method=round_cfg.peft_method, r=round_cfg.lora_r,
+                          alpha=round_cfg.lora_alpha),
+        train=TrainSettings(lr=round_cfg.lr, epochs=round_cfg.epochs or None,
+                            batch_size=round_cfg.batch_size,
+                            max_steps=round_cfg.max_steps or None, seed=round_cfg.seed),
+        k=round_cfg.k, profile=round_cfg.profile_mode)
 
 
 def _within_labels(task, history: list[dict], labels: tuple[str, ...]) -> list[dict]:

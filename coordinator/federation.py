@@ -21,7 +21,7 @@ import math
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -102,6 +102,8 @@ class CohortResult:
     base_version: str = ""
     seconds: float = 0.0
     config: dict = field(default_factory=dict)
+    variants: dict[str, dict[str, float]] = field(default_factory=dict)
+    """With a suite: each variant's metrics (the cohort's Table 1); ``metrics`` is flat."""
     finished_at: str = field(
         default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
@@ -110,15 +112,24 @@ class CohortResult:
 
     def to_json(self) -> str:
         data = asdict(self)
-        data["metrics"] = {k: (None if isinstance(v, float) and math.isnan(v) else v)
-                           for k, v in self.metrics.items()}
+        data["metrics"] = _nan_to_none(self.metrics)
+        data["variants"] = {v: _nan_to_none(m) for v, m in self.variants.items()}
         return json.dumps(data, indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> CohortResult:
         data = json.loads(text)
-        data["metrics"] = {k: (math.nan if v is None else v) for k, v in data["metrics"].items()}
+        data["metrics"] = _none_to_nan(data["metrics"])
+        data["variants"] = {v: _none_to_nan(m) for v, m in data.get("variants", {}).items()}
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def _nan_to_none(values: Mapping[str, float]) -> dict[str, float | None]:
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}
+
+
+def _none_to_nan(values: Mapping[str, float | None]) -> dict[str, float]:
+    return {k: (math.nan if v is None else v) for k, v in values.items()}
 
 
 def write_result(state: StateDir, result: CohortResult) -> Path:
@@ -139,20 +150,41 @@ def format_table(result: CohortResult) -> str:
              f"{result.clients} clients aggregated with {result.aggregation}"
              + (f", {result.rejected} rejected" if result.rejected else "")
              + (f", {result.failures} failed" if result.failures else "")]
+    if result.variants:
+        return "\n".join(lines + _variant_rows(result.variants))
     width = max([len(k) for k in result.metrics] + [6])
     lines.append(f"  {'metric':<{width}}  value")
     for name, value in result.metrics.items():
-        shown = "n/a" if math.isnan(value) else (f"{value:.0f}" if name == "count"
-                                                 else f"{value:.4f}")
-        lines.append(f"  {name:<{width}}  {shown}")
+        lines.append(f"  {name:<{width}}  {_shown(name, value)}")
     return "\n".join(lines)
 
 
+def _shown(name: str, value: float) -> str:
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:.0f}" if name == "count" else f"{value:.4f}"
+
+
+def _variant_rows(variants: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """One line per variant, one column per metric (``count`` last)."""
+    names = [m for m in next(iter(variants.values())) if m != "count"] + ["count"]
+    width = max([len(v) for v in variants] + [7])
+    rows = [f"  {'variant':<{width}}  " + "  ".join(f"{n:>8}" for n in names)]
+    for variant, values in variants.items():
+        rows.append(f"  {variant:<{width}}  "
+                    + "  ".join(f"{_shown(n, values.get(n, math.nan)):>8}" for n in names))
+    return rows
+
+
 # ---- processes -----------------------------------------------------------------------------
-def superlink_command(state: StateDir, *, host: str, port: int, insecure: bool) -> list[str]:
+def superlink_command(state: StateDir, *, host: str, port: int, insecure: bool,
+                      simulation: bool = False) -> list[str]:
+    """``flower-superlink``; with ``simulation`` it runs virtual SuperNodes on Ray itself."""
     cmd = ["flower-superlink", "--disable-runtime-dependency-installation",
            "--host", host, "--port", str(port),
            "--database", str(state.superlink_home / "state.db")]
+    if simulation:
+        cmd.append("--simulation")
     if insecure:
         return [*cmd, "--insecure"]
     return [*cmd, "--ssl-certfile", str(state.tls / SERVER_CERT),
@@ -161,13 +193,14 @@ def superlink_command(state: StateDir, *, host: str, port: int, insecure: bool) 
 
 
 def start_superlink(state: StateDir, *, host: str, port: int, insecure: bool,
-                    timeout: float = 60.0) -> subprocess.Popen:
+                    simulation: bool = False, timeout: float = 60.0) -> subprocess.Popen:
     """Start ``flower-superlink`` (own process group) and wait until its port answers."""
     state.superlink_home.mkdir(parents=True, exist_ok=True)
     probe = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     with contextlib.suppress(OSError), socket.create_connection((probe, port), timeout=1.0):
         raise OppuError(f"Port {port} is already in use on {probe}; pick another with --port.")
-    proc = launch(superlink_command(state, host=host, port=port, insecure=insecure),
+    proc = launch(superlink_command(state, host=host, port=port, insecure=insecure,
+                                    simulation=simulation),
                   log_path=state.superlink_home / "superlink.log",
                   env=flower_env(state.superlink_home))
     try:
@@ -244,10 +277,19 @@ def _json_tail(text: str) -> dict:
     return json.loads(text[start:])
 
 
-def submit_run(state: StateDir, app_dir: Path | None = None) -> str:
-    """``flwr run <app> oppu``; returns the run id."""
+def submit_run(state: StateDir, app_dir: Path | None = None,
+               federation_config: Mapping[str, object] | None = None) -> str:
+    """``flwr run <app> oppu``; returns the run id.
+
+    ``federation_config`` goes to ``--federation-config`` (a simulation SuperLink's
+    ``num-supernodes``, ``client-resources-num-cpus``, ``client-resources-num-gpus``).
+    """
+    extra = []
+    if federation_config:
+        extra = ["--federation-config",
+                 " ".join(f"{k}={_toml_value(v)}" for k, v in federation_config.items())]
     out = _json_tail(_flwr(state, "run", str(app_dir or state.app_dir), CONNECTION,
-                           "--format", "json"))
+                           *extra, "--format", "json"))
     if not out.get("success") or not out.get("run-id"):
         raise OppuError(f"The SuperLink did not start the run: {out}")
     return str(out["run-id"])
@@ -267,11 +309,17 @@ def run_log(state: StateDir, run_id: str) -> str:
 
 
 def wait_for_result(state: StateDir, run_id: str, *, timeout: float,
-                    watch: Sequence[subprocess.Popen] = (), poll: float = 2.0) -> CohortResult:
-    """Block until the ServerApp wrote the run's result, the run failed, or ``timeout``."""
+                    watch: Sequence[subprocess.Popen] = (), poll: float = 2.0,
+                    on_poll: Callable[[], None] | None = None) -> CohortResult:
+    """Block until the ServerApp wrote the run's result, the run failed, or ``timeout``.
+
+    ``on_poll`` runs between checks (e.g. to advance a progress bar).
+    """
     deadline = time.monotonic() + timeout
     checks = 0
     while time.monotonic() < deadline:
+        if on_poll is not None:
+            on_poll()
         result = read_result(state, run_id)
         if result is not None:
             return result
@@ -304,12 +352,13 @@ class Coordinator:
     def __init__(self, state_dir: str | Path, base_dir: str | Path, *, host: str = "0.0.0.0",
                  public_host: str = "localhost", port: int = DEFAULT_SUPERLINK_PORT,
                  base_port: int = DEFAULT_BASE_PORT, insecure: bool = False,
-                 base_interceptors: Sequence = ()):
+                 base_interceptors: Sequence = (), simulation: bool = False):
         self.state = StateDir(state_dir)
         self.base_dir = Path(base_dir).expanduser().resolve()
         self.host, self.public_host = host, public_host
         self.port, self.base_port = port, base_port
         self.insecure = insecure
+        self.simulation = simulation
         self._interceptors = tuple(base_interceptors)
         self.base_server = None
         self.superlink: subprocess.Popen | None = None
@@ -345,19 +394,21 @@ class Coordinator:
             superlink_address=self.client_address, insecure=self.insecure))
         write_flwr_connection(self.state, self.superlink_address, insecure=self.insecure)
         self.superlink = start_superlink(self.state, host=self.host, port=self.port,
-                                         insecure=self.insecure)
+                                         insecure=self.insecure, simulation=self.simulation)
         return self
 
     def run_round(self, run_config: Mapping[str, object], *, timeout: float = 3600.0,
-                  on_submit=None) -> CohortResult:
+                  on_submit=None, federation_config: Mapping[str, object] | None = None,
+                  on_poll: Callable[[], None] | None = None) -> CohortResult:
         """Submit one round with ``run_config`` (round fields + ``RunKey``s) and wait."""
         if self.superlink is None:
             raise OppuError("Start the coordinator before running a round.")
-        run_id = submit_run(self.state, write_app(self.state, run_config))
+        run_id = submit_run(self.state, write_app(self.state, run_config), federation_config)
         self._active_run = run_id
         if on_submit is not None:
             on_submit(run_id)
-        result = wait_for_result(self.state, run_id, timeout=timeout, watch=[self.superlink])
+        result = wait_for_result(self.state, run_id, timeout=timeout, watch=[self.superlink],
+                                 on_poll=on_poll)
         self._active_run = None
         return result
 

@@ -26,6 +26,7 @@ from oppu.coordinator.federation import (
     format_table,
     write_result,
 )
+from oppu.shared.block_metric import BlockMetric
 from oppu.shared.errors import OppuError
 from oppu.shared.federation import (
     AUTO,
@@ -41,6 +42,7 @@ from oppu.shared.federation import (
     SENTINEL,
     RoundConfig,
     RunKey,
+    SimKey,
     choose_aggregation,
     decode_mean,
     run_config_overrides,
@@ -61,13 +63,13 @@ def main(grid: Grid, context: Context) -> None:
     started = time.perf_counter()
     config = context.run_config
     state = StateDir(str(config.get(RunKey.STATE_DIR, "")) or oppu_home() / "coordinator")
-    info = FederationInfo.read(state.root)
+    info = federation_info(state, config)
     timeout = float(config.get(RunKey.TIMEOUT, 1800))
     min_clients = int(config.get(RunKey.MIN_CLIENTS, 3))
     nodes = wait_for_nodes(grid, min_clients, timeout)
     aggregation = choose_aggregation(str(config.get(RunKey.AGGREGATION, AUTO)), len(nodes))
     round_cfg = round_config(config, info, aggregation, state)
-    metric = make_metric(get_task(round_cfg.task).kind, round_cfg.labels)
+    metric = round_metric(round_cfg)
     log(INFO, "Round %d of %s for %d clients, %s", round_cfg.round, round_cfg.task,
         len(nodes), aggregation)
     if aggregation == SECAGG:
@@ -85,6 +87,7 @@ def main(grid: Grid, context: Context) -> None:
         run_id=str(context.run_id), round=round_cfg.round, task=round_cfg.task,
         aggregation=aggregation, clients=clients, stat_names=metric.stat_names(),
         sums=metric.to_vector(sums), metrics=metric.compute(sums), rejected=rejected,
+        variants=metric.per_block(sums) if isinstance(metric, BlockMetric) else {},
         failures=failures, base_version=round_cfg.base_version,
         seconds=time.perf_counter() - started, config=round_cfg.public_summary())
     path = write_result(state, result)
@@ -103,18 +106,42 @@ def wait_for_nodes(grid: Grid, minimum: int, timeout: float) -> list[int]:
         time.sleep(1.0)
 
 
-def round_config(run_config, info: FederationInfo, aggregation: str,
+def federation_info(state: StateDir, run_config) -> FederationInfo | None:
+    """The served base's address and key; a simulation may run without (``base-path``)."""
+    if run_config.get(SimKey.DATA) and not state.info.is_file():
+        return None
+    return FederationInfo.read(state.root)
+
+
+def round_metric(round_cfg: RoundConfig) -> MetricSpec:
+    """The task's metric; with a suite, one block of it per variant."""
+    inner = make_metric(get_task(round_cfg.task).kind, round_cfg.labels)
+    return BlockMetric(inner, round_cfg.blocks) if round_cfg.suite else inner
+
+
+def round_config(run_config, info: FederationInfo | None, aggregation: str,
                  state: StateDir) -> RoundConfig:
     """The run config's round fields plus what only the coordinator knows (base, keys)."""
     fields = run_config_overrides(run_config)
     task = get_task(str(fields.get("task", "")))
     if not fields.get("labels") and task.labels:
         fields["labels"] = tuple(task.labels)  # clients must not add labels of their own
+    if not fields.get("labels") and run_config.get(SimKey.DATA):
+        fields["labels"] = simulation_labels(str(run_config[SimKey.DATA]), task.name)
     fields["task"] = task.name
     sealing = public_bytes(load_or_create_sealing_key(state.sealing_key))
-    return RoundConfig(**fields, base_version=info.base_version, base_address=info.base_address,
-                       base_key=info.base_key_pem, aggregation=aggregation,
+    served = {} if info is None else {
+        "base_version": info.base_version, "base_address": info.base_address,
+        "base_key": info.base_key_pem}
+    return RoundConfig(**fields, **served, aggregation=aggregation,
                        sealing_key=sealing if aggregation == SEALED else b"")
+
+
+def simulation_labels(data_dir: str, task_name: str) -> tuple[str, ...]:
+    """One label set for a simulated cohort: every label the test users' queries offer."""
+    from oppu.shared.data.cohort import cohort_labels
+
+    return cohort_labels(data_dir, task_name)
 
 
 # ---- SecAgg+ -------------------------------------------------------------------------------
@@ -145,7 +172,7 @@ def secagg_sum(grid: Grid, context: Context, round_cfg: RoundConfig, metric: Met
     """Sum of the clients' statistics through SecAgg+ (Flower's legacy workflow)."""
     import numpy as np
 
-    size = len(metric.stat_names())
+    size = len(metric.stat_names())  # with a suite: every variant's block, side by side
     max_error = secagg_max_error(clients, round_cfg.stat_bound)
     if max_error >= 0.5:
         log(WARNING, "With %d clients and stat-bound %g, summed counts may be off by up to "

@@ -64,6 +64,37 @@ class RunKey:
     TIMEOUT = "timeout"
 
 
+class SimKey:
+    """Run-config keys of simulation mode (LaMP test users as virtual clients).
+
+    Only a simulation sets ``sim-data``: each virtual client then reads the test user its
+    ``partition-id`` names from that LaMP directory, instead of a ``history-path``.
+    """
+
+    DATA = "sim-data"
+    OUT = "sim-out"
+    MAX_HISTORY = "max-history"
+    BASE_PATH = "base-path"
+    POOLED_ADAPTER = "pooled-adapter"
+    BASE_MODEL = "base-model"
+    CA = "sim-ca"
+    """The coordinator's CA certificate for fetching a served base (empty: plaintext)."""
+
+
+PERSONAL_BLOCK = "personal"
+"""The one stats block of an ordinary round (no suite): the user's personal adapter."""
+
+
+def split_blocks(vector: Sequence[float], blocks: Sequence[str],
+                 block_size: int) -> dict[str, list[float]]:
+    """Cut a client's (or the cohort's summed) vector into its per-variant stats blocks."""
+    if len(vector) != len(blocks) * block_size:
+        raise ValueError(f"a stats vector of {len(vector)} values does not hold {len(blocks)} "
+                         f"blocks of {block_size}.")
+    return {name: list(vector[i * block_size:(i + 1) * block_size])
+            for i, name in enumerate(blocks)}
+
+
 class NodeKey:
     """``--node-config`` keys of a SuperNode: the client's private settings."""
 
@@ -103,6 +134,7 @@ class RoundKey:
     SEALING_KEY = "sealing-key"
     STAT_BOUND = "stat-bound"
     CLIP = "clip"
+    SUITE = "suite"
 
 
 @dataclass(frozen=True)
@@ -134,6 +166,10 @@ class RoundConfig:
                                                       "help": "X25519 public key (raw)."})
     stat_bound: float = field(default=4096.0, metadata={"key": RoundKey.STAT_BOUND})
     clip: float = field(default=8.0, metadata={"key": RoundKey.CLIP})
+    suite: str = field(default="", metadata={
+        "key": RoundKey.SUITE,
+        "help": "Comma-separated variants (oppu.client.suite) to evaluate and sum, one stats "
+                "block each; empty: the one personal adapter."})
 
     def __post_init__(self) -> None:
         if not self.task:
@@ -147,6 +183,12 @@ class RoundConfig:
             raise ValueError("stat-bound and clip must be > 0.")
         if self.holdout < 0:
             raise ValueError(f"holdout must be >= 0 (got {self.holdout}).")
+
+    @property
+    def blocks(self) -> tuple[str, ...]:
+        """Names of the stats blocks a client's vector holds, in order (see ``split_blocks``)."""
+        names = tuple(v.strip() for v in self.suite.split(",") if v.strip())
+        return names or (PERSONAL_BLOCK,)
 
     @property
     def holdout_value(self) -> float | int:
@@ -289,6 +331,11 @@ _WHOLE = {"classification": None, "rating": ("count",), "generation": ("count",)
 
 def snap_whole(metric: MetricSpec, stats: Stats, max_error: float) -> Stats:
     """Round the statistics that must be whole numbers, if within ``max_error`` of one."""
+    from oppu.shared.block_metric import BlockMetric
+
+    if isinstance(metric, BlockMetric):
+        return metric.join({b: snap_whole(metric.inner, metric.block(stats, b), max_error)
+                            for b in metric.blocks})
     names = _WHOLE.get(metric.kind, ("count",)) or metric.stat_names()
     out = dict(stats)
     for name in names:

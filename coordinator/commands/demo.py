@@ -1,39 +1,35 @@
-"""``oppu-coordinator demo``: the quick start on the bundled sample (or any LaMP dir)."""
+"""``oppu-coordinator demo``: the quick start, a federated simulation of the bundled sample."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from oppu.coordinator.cli import app
-from oppu.shared.cli_support import console, friendly_errors, quiet_libraries
+from oppu.coordinator.commands.simulate import simulate
+from oppu.shared.cli_support import friendly_errors
 
 
 @app.command()
 @friendly_errors
 def demo(
     data: Annotated[Path | None, typer.Option(help="LaMP dir; default: bundled sample.")] = None,
-    users: Annotated[int, typer.Option(min=1, help="Test users to personalize.")] = 4,
-    max_history: Annotated[int, typer.Option(min=1, help="Newest items per user.")] = 24,
+    users: Annotated[int, typer.Option(min=1, help="Test users (virtual clients).")] = 4,
+    max_history: Annotated[int, typer.Option(min=0, help="Newest items per user (0: all).")
+    ] = 24,
+    suite: Annotated[str, typer.Option(help="quick, table1, peft or variants.")] = "quick",
     adapt_examples: Annotated[
         int | None, typer.Option(min=1, help="Cap on base-user examples for task adaptation.")
     ] = None,
     base_model: Annotated[str | None, typer.Option(help="HF id or directory.")] = None,
-    out: Annotated[Path, typer.Option(help="Where to write results JSON.")] = Path(
-        "runs/quickstart/results.json"),
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    out: Annotated[Path, typer.Option(help="Records, adapters and report.")] = Path("runs/demo"),
 ) -> None:
-    """Task-adapt the base, personalize a few users, print the comparison table."""
-    quiet_libraries()
-    from oppu.simulations.quickstart import QuickstartSettings, print_table, run_quickstart
+    """The sample's test users as virtual Flower clients: adapt, personalize, Table 1.
 
-    defaults = QuickstartSettings()
-    settings = replace(defaults, users=users, max_history=max_history,
-                       adapt=replace(defaults.adapt, max_examples=adapt_examples))
-    results = run_quickstart(data, base_model=base_model, settings=settings, out=out,
-                             device=device)
-    print_table(results["task"], results["rows"])
-    console.print(f"Done in {results['seconds_total']:.0f} s; results in {out}.")
+    ``simulate`` with small defaults; see ``oppu-coordinator simulate --help`` for the rest.
+    """
+    simulate(data=data, users=users, suite=suite, max_history=max_history, base=None,
+             adapt_examples=adapt_examples, lr=None, epochs=0, max_steps=0, out=out,
+             base_model=base_model, num_cpus=2, num_gpus=0.0, insecure=False, plots=True)

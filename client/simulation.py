@@ -1,0 +1,179 @@
+"""Simulation mode: a virtual Flower client plays one LaMP test user (partition id -> user).
+
+The same ClientApp as deployment, fed differently: the user's history and queries come from
+the run's LaMP directory (``sim-data``) instead of the node's own JSONL, and the round
+usually names a *suite* of variants, so one secure sum yields the cohort's whole Table 1.
+The base model stays loaded for the life of the simulation worker (Ray keeps workers
+alive), so it loads once per worker, not once per user.
+
+Each user's outcome is written to ``<sim-out>/users/<user>/suite-<key>.json`` (the benchmark
+owner's local record, never sent). ``key`` hashes everything that shapes the result, so a
+rerun of the same experiment answers from the record instead of retraining: resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from flwr.app import Context
+
+from oppu.shared.federation import PERSONAL_BLOCK, RoundConfig, SimKey
+
+log = logging.getLogger("oppu.client.federation")
+
+PARTITION_ID = "partition-id"
+"""Flower's node-config key for a virtual client's index in simulation."""
+RECORD_FORMAT = 1
+
+_MODELS: dict[tuple[str, str], tuple] = {}
+"""(base, device) -> (model, tokenizer): kept for the life of the worker process."""
+
+
+def is_simulation(context: Context) -> bool:
+    return bool(context.run_config.get(SimKey.DATA)) and PARTITION_ID in context.node_config
+
+
+def sim_out(context: Context, task: str) -> Path:
+    from oppu.shared.paths import oppu_home
+
+    configured = str(context.run_config.get(SimKey.OUT, "") or "")
+    return Path(configured).expanduser() if configured else oppu_home() / "simulation" / task
+
+
+def safe_name(user_id: str) -> str:
+    """A user id as a directory name (LaMP ids are digits, other data may not be)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", user_id).strip("._") or "user"
+    if cleaned == user_id:
+        return cleaned
+    return f"{cleaned}-{hashlib.sha1(user_id.encode()).hexdigest()[:8]}"  # keep ids distinct
+
+
+def suite_key(round_cfg: RoundConfig, context: Context) -> str:
+    """A digest of what determines this user's result (not the run id or the keys)."""
+    fields = asdict(round_cfg)
+    for name in ("round", "base_address", "base_key", "aggregation", "sealing_key"):
+        fields.pop(name)
+    fields["sim"] = {k: str(context.run_config.get(k, "")) for k in
+                     (SimKey.DATA, SimKey.MAX_HISTORY, SimKey.BASE_PATH, SimKey.POOLED_ADAPTER,
+                      SimKey.BASE_MODEL)}
+    text = json.dumps(fields, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def suite_variants(round_cfg: RoundConfig) -> tuple[str, ...]:
+    """The variant each stats block holds; an ordinary round is its one personal adapter."""
+    if round_cfg.suite:
+        return round_cfg.blocks
+    profile = "" if round_cfg.profile_mode == "none" else f"{round_cfg.profile_mode}-"
+    method = {"lora": "", "ia3": "ia3-", "prompt_tuning": "pt-"}[round_cfg.peft_method]
+    return (f"{profile}oppu-{method}k{round_cfg.k}",)
+
+
+def run_simulated_user(round_cfg: RoundConfig, context: Context, settings) -> list[float]:
+    """Evaluate this virtual client's test user under the round's variants; the stats vector.
+
+    ``settings`` is the round's ``PersonalizeSettings`` (each variant adjusts k, profile and
+    PEFT method itself).
+    """
+    from oppu.client.adapter_store import AdapterStore
+    from oppu.client.evaluate import EvalQuery
+    from oppu.client.suite import parse_suite, run_suite
+    from oppu.shared.atomic import write_text_atomic
+    from oppu.shared.data.cohort import load_cohort
+    from oppu.shared.metrics import make_metric
+    from oppu.shared.tasks import get_task
+
+    task = get_task(round_cfg.task)
+    cohort = load_cohort(str(context.run_config[SimKey.DATA]), task.name)
+    user = cohort.user(int(context.node_config[PARTITION_ID]))
+    user_dir = sim_out(context, task.name) / "users" / safe_name(user.user_id)
+    record_path = user_dir / f"suite-{suite_key(round_cfg, context)}.json"
+    blocks = round_cfg.blocks
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        log.info("user %s: already done in an earlier run, answering from %s", user.user_id,
+                 record_path)
+        return [v for block in blocks for v in record["vectors"][_variant_of(block, record)]]
+
+    labels = round_cfg.labels or tuple(task.labels or ())
+    max_history = int(context.run_config.get(SimKey.MAX_HISTORY, 0) or 0)
+    history = user.recent_history(max_history)
+    queries = [EvalQuery(q.input, str(q.gold), tuple(q.profile)) for q in user.queries
+               if q.gold is not None]
+    variants = suite_variants(round_cfg)
+    pooled = str(context.run_config.get(SimKey.POOLED_ADAPTER, "") or "")
+    model, tokenizer = simulation_base(round_cfg, context)
+    started = time.perf_counter()
+    outcome = run_suite(model, tokenizer, task, history, queries, parse_suite(variants),
+                        settings, labels=labels or None, store=AdapterStore(user_dir),
+                        pooled_adapter=Path(pooled) if pooled else None)
+    metric = make_metric(task.kind, labels)
+    vectors = {v: metric.to_vector(outcome.results[v].stats) for v in variants}
+    write_text_atomic(record_path, json.dumps({
+        "format": RECORD_FORMAT, "user": user.user_id, "partition": user.partition,
+        "task": task.name, "kind": task.kind.value, "labels": list(labels),
+        "history_items": len(user.history), "train_items": len(history),
+        "queries": len(queries), "stat_names": metric.stat_names(), "variants": list(variants),
+        "vectors": vectors,
+        "metrics": {v: metric.compute(outcome.results[v].stats) for v in variants},
+        "seconds": outcome.seconds, "adapters": outcome.adapters,
+        "seconds_total": round(time.perf_counter() - started, 2),
+        "base_version": round_cfg.base_version}, indent=2, default=_json_number))
+    log.info("user %s (%d items, %d queries) done in %.0f s", user.user_id, len(history),
+             len(queries), time.perf_counter() - started)
+    return [v for block, variant in zip(blocks, variants, strict=True) for v in vectors[variant]]
+
+
+def _variant_of(block: str, record: dict) -> str:
+    return record["variants"][0] if block == PERSONAL_BLOCK else block
+
+
+def _json_number(value: object) -> object:
+    return float(value)  # numpy scalars in metrics
+
+
+def simulation_base(round_cfg: RoundConfig, context: Context):
+    """(model, tokenizer) of the round's base, loaded once per worker process.
+
+    ``base-path`` (a local artifact from ``oppu-coordinator adapt``) is verified and used as
+    is; otherwise the base is fetched from the coordinator's BaseStore like in deployment
+    (cached, sha256 and signature checked); without either, the untuned ``base-model``.
+    """
+    from oppu.shared.model import load_base_model
+
+    base = str(context.run_config.get(SimKey.BASE_PATH, "") or "")
+    if base:
+        from oppu.shared.base_artifact import verify_artifact
+
+        verify_artifact(Path(base).expanduser())
+    elif round_cfg.base_address:
+        base = str(_fetch_served_base(round_cfg, context))
+    else:
+        base = str(context.run_config.get(SimKey.BASE_MODEL, "") or "")
+        log.warning("no base-path and no served base: using the untuned base model %s",
+                    base or "(embedded)")
+    device = str(context.node_config.get("device", "auto") or "auto")
+    key = (base, device)
+    if key not in _MODELS:
+        _MODELS.clear()  # one base per worker: a new one replaces the old
+        model, tokenizer, _plan = load_base_model(base or None, device=device)
+        _MODELS[key] = (model, tokenizer)
+    return _MODELS[key]
+
+
+def _fetch_served_base(round_cfg: RoundConfig, context: Context) -> Path:
+    """The served base, over TLS with ``sim-ca`` (plaintext when the run names no CA)."""
+    from oppu.client.base_fetch import fetch_base
+
+    ca = str(context.run_config.get(SimKey.CA, "") or "")
+    result = fetch_base(round_cfg.base_address, coordinator_public_key=round_cfg.base_key,
+                        cache_root=sim_out(context, round_cfg.task) / "base-cache",
+                        root_cert=Path(ca).read_bytes() if ca else None, insecure=not ca,
+                        progress=False)
+    return result.path

@@ -1,0 +1,231 @@
+"""The paper's experiment, run by the system itself: LaMP test users as virtual Flower clients.
+
+``run_simulation`` task-adapts the base on the base users (cached), trains the pooled-history
+baseline adapter when the suite asks for it, then starts oppu's coordinator with a
+*simulation* SuperLink: Flower's simulation engine (Ray) runs the very ServerApp and ClientApp
+of deployment, partition ``i`` playing test user ``i``. Each virtual client evaluates its user
+under every variant of the suite and answers with statistics only (SecAgg+ from three users
+on), so the coordinator's secure sum *is* Table 1. The per-user records each client writes
+locally feed the figures, and make a rerun resume where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from oppu.client.personalize import PersonalizeSettings
+from oppu.coordinator.adapt import AdaptSettings
+from oppu.coordinator.federation import CohortResult, Coordinator
+from oppu.shared.atomic import write_text_atomic
+from oppu.shared.base_artifact import read_manifest, verify_artifact
+from oppu.shared.cli_support import console
+from oppu.shared.data import base_users, load_lamp, select_test_users
+from oppu.shared.data.cohort import LampCohort
+from oppu.shared.federation import AUTO, RoundKey, RunKey, SimKey, free_port
+from oppu.shared.tasks import TaskSpec
+from oppu.shared.training import TrainSettings
+from oppu.simulations.quickstart import sample_dir, small_model_personal_settings
+
+QUICK_SUITE: tuple[str, ...] = ("base-k0", "random-k1", "rag-k1", "majority", "top-bm25",
+                                "oppu-k0")
+"""What the README's first command compares: minutes on a CPU, one adapter per user."""
+
+
+@dataclass(frozen=True)
+class SimulationSettings:
+    """One simulated experiment; every knob is a flag of ``oppu-coordinator simulate``."""
+
+    users: int = 100
+    suite: tuple[str, ...] = QUICK_SUITE
+    max_history: int = 0
+    adapt: AdaptSettings = field(default_factory=lambda: AdaptSettings(
+        train=TrainSettings(lr=5e-4, epochs=3, batch_size=8)))
+    personal: PersonalizeSettings = field(default_factory=small_model_personal_settings)
+    base_model: str | None = None
+    num_cpus: int = 2
+    num_gpus: float = 0.0
+    aggregation: str = AUTO
+    insecure: bool = False
+    timeout: float = 24 * 3600.0
+
+
+def run_simulation(data: Path | None, out: Path, settings: SimulationSettings, *,
+                   base: Path | None = None, plots: bool = True) -> dict:
+    """Run the whole experiment; returns the Table-1 dict (also written under ``out``)."""
+    started = time.perf_counter()
+    data = (data or sample_dir()).expanduser().resolve()
+    out = out.expanduser().resolve()
+    dataset = load_lamp(data)
+    task = dataset.spec
+    cohort = LampCohort(dataset, settings.users)
+    suite = _checked_suite(task, settings.suite)
+    console.print(f"[bold]{task.name}[/]: {len(cohort)} test users as virtual clients, "
+                  f"variants: {', '.join(suite)}")
+    base_dir = base.expanduser().resolve() if base else prepare_base(dataset, out, settings)
+    pooled = None
+    if any(v.startswith("pooled-") for v in suite):
+        pooled = prepare_pooled(cohort, base_dir, out, settings)
+    run_config = simulation_run_config(data, out, task, cohort, suite, settings, pooled)
+    result = _run_round(out, base_dir, run_config, len(cohort), settings)
+    records = collect_records(out, cohort, suite, result.base_version)
+    table = {
+        "task": task.name, "kind": task.kind.value, "labels": list(cohort.labels()),
+        "users": result.clients, "queries": sum(r["queries"] for r in records),
+        "aggregation": result.aggregation, "variants": result.variants,
+        "seconds_total": round(time.perf_counter() - started, 1),
+        "seconds_round": round(result.seconds, 1), "run_id": result.run_id,
+        "base_version": result.base_version, "data": str(data),
+        "settings": _settings_summary(settings),
+        "user_seconds": [r.get("seconds_total") for r in records],
+    }
+    from oppu.simulations.report import write_report
+
+    paths = write_report(out / "report", table, records, plots=plots)
+    table["report"] = {name: str(path) for name, path in paths.items()}
+    return table
+
+
+def _checked_suite(task: TaskSpec, names: tuple[str, ...]) -> tuple[str, ...]:
+    from oppu.client.suite import supported_variants
+
+    kept = supported_variants(task, names)
+    dropped = [n for n in names if n not in {v.name for v in kept}]
+    if dropped:
+        console.print(f"[yellow]{task.name} cannot have: {', '.join(dropped)} (left out)[/]")
+    return tuple(v.name for v in kept)
+
+
+def prepare_base(dataset, out: Path, settings: SimulationSettings) -> Path:
+    """The task-adapted base, trained on base users only (never a test user); cached."""
+    from oppu.coordinator.adapt import adapt_base, adaptation_examples
+    from oppu.shared.model import load_base_model
+
+    target = out / "base"
+    key = _digest({"data": str(dataset.directory), "adapt": asdict(settings.adapt),
+                   "base_model": settings.base_model})
+    stamp = target / "oppu_simulation_base.json"
+    if read_manifest(target) is not None and stamp.is_file() \
+            and json.loads(stamp.read_text()).get("key") == key:
+        verify_artifact(target)
+        console.print(f"Task-adapted base: reusing {target}")
+        return target
+    train_users = base_users(dataset, select_test_users(dataset))
+    examples = adaptation_examples(dataset, train_users, settings.adapt)
+    model, tokenizer, _ = load_base_model(settings.base_model)
+    console.print(f"Task-adapting the base on {len(examples)} examples of {len(train_users)} "
+                  "base users...")
+    manifest, report = adapt_base(model, tokenizer, examples, settings.adapt, out_dir=target,
+                                  model_id=settings.base_model or "embedded",
+                                  task=dataset.task)
+    write_text_atomic(stamp, json.dumps({"key": key, "version": manifest.version}))
+    console.print(f"Base {manifest.version[:12]}: {report.steps} steps in "
+                  f"{report.seconds:.0f} s (loss {report.first_loss:.3f} -> "
+                  f"{report.final_loss:.3f})")
+    return target
+
+
+def prepare_pooled(cohort: LampCohort, base_dir: Path, out: Path,
+                   settings: SimulationSettings) -> Path:
+    """The non-personal baseline: one adapter on all test users' pooled histories.
+
+    Centralized by definition (it is what OPPU is compared against), so it is trained here,
+    by whoever runs the benchmark and holds the data, never inside the federation.
+    """
+    from oppu.shared.model import load_base_model
+    from oppu.simulations.pooled import train_pooled_adapter
+
+    model, tokenizer, _ = load_base_model(str(base_dir))
+    histories = [cohort.user(i).recent_history(settings.max_history)
+                 for i in range(len(cohort))]
+    console.print(f"Pooled-history baseline adapter on {sum(map(len, histories))} items of "
+                  f"{len(histories)} users...")
+    return train_pooled_adapter(model, tokenizer, cohort.dataset.spec, histories,
+                                settings.personal, out / "pooled",
+                                labels=cohort.labels() or None)
+
+
+def simulation_run_config(data: Path, out: Path, task: TaskSpec, cohort: LampCohort,
+                          suite: tuple[str, ...], settings: SimulationSettings,
+                          pooled: Path | None) -> dict[str, object]:
+    personal = settings.personal
+    return {
+        RunKey.MIN_CLIENTS: len(cohort), RunKey.AGGREGATION: settings.aggregation,
+        RunKey.TIMEOUT: settings.timeout, RoundKey.TASK: task.name,
+        RoundKey.SUITE: ",".join(suite), RoundKey.PEFT_METHOD: personal.peft.method,
+        RoundKey.LORA_R: personal.peft.r, RoundKey.LORA_ALPHA: personal.peft.alpha,
+        RoundKey.LR: personal.train.lr, RoundKey.EPOCHS: personal.train.epochs or 0,
+        RoundKey.BATCH_SIZE: personal.train.batch_size,
+        RoundKey.MAX_STEPS: personal.train.max_steps or 0, RoundKey.SEED: personal.train.seed,
+        RoundKey.LABELS: json.dumps(list(cohort.labels())),
+        SimKey.DATA: str(data), SimKey.OUT: str(out), SimKey.MAX_HISTORY: settings.max_history,
+        SimKey.POOLED_ADAPTER: str(pooled or ""),
+    }
+
+
+def _run_round(out: Path, base_dir: Path, run_config: dict, users: int,
+               settings: SimulationSettings) -> CohortResult:
+    from rich.progress import Progress
+
+    coordinator = Coordinator(out / "coordinator", base_dir, host="127.0.0.1",
+                              public_host="localhost", port=free_port(), base_port=free_port(),
+                              insecure=settings.insecure, simulation=True)
+    federation = {"num-supernodes": users, "client-resources-num-cpus": settings.num_cpus,
+                  "client-resources-num-gpus": settings.num_gpus}
+    with coordinator, Progress(console=console, transient=False) as progress:
+        if not settings.insecure:
+            run_config = {**run_config, SimKey.CA: str(coordinator.state.tls / "ca.pem")}
+        bar = progress.add_task("virtual clients done", total=users)
+        since = time.time() - 1.0
+
+        def count_done() -> None:
+            progress.update(bar, completed=_records_since(out, since))
+
+        result = coordinator.run_round(
+            run_config, timeout=settings.timeout + 600, federation_config=federation,
+            on_poll=count_done,
+            on_submit=lambda run_id: console.print(
+                f"Flower run {run_id} on a simulation SuperLink "
+                f"({coordinator.superlink_address}); state: {coordinator.state.root}"))
+        progress.update(bar, completed=users)
+    return result
+
+
+def _records_since(out: Path, since: float) -> int:
+    """User records touched during this run (new ones, or ones a resumed client re-read)."""
+    users = out / "users"
+    if not users.is_dir():
+        return 0
+    return sum(1 for d in users.iterdir()
+               if any(p.stat().st_mtime >= since for p in d.glob("suite-*.json")))
+
+
+def collect_records(out: Path, cohort: LampCohort, suite: tuple[str, ...],
+                    base_version: str) -> list[dict]:
+    """Each cohort user's newest record for this suite and base (what the figures plot)."""
+    from oppu.client.simulation import safe_name
+
+    records = []
+    for user in cohort.users:
+        candidates = []
+        for path in (out / "users" / safe_name(user)).glob("suite-*.json"):
+            record = json.loads(path.read_text())
+            if tuple(record.get("variants", ())) == suite and \
+                    record.get("base_version", "") == base_version:
+                candidates.append((path.stat().st_mtime, record))
+        if candidates:
+            records.append(max(candidates, key=lambda c: c[0])[1])
+    return records
+
+
+def _settings_summary(settings: SimulationSettings) -> dict:
+    data = asdict(settings)
+    data["suite"] = list(settings.suite)
+    return json.loads(json.dumps(data, default=str))
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()

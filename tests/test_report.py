@@ -1,0 +1,287 @@
+"""Table 1, the OPPU comparisons and the figures, on small hand-built results."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from oppu.shared.metrics import make_metric
+from oppu.simulations.figures import activity_groups, adapter_similarity
+from oppu.simulations.report import (
+    compare_oppu,
+    parse_variant,
+    pooled_metrics,
+    table1_markdown,
+    write_report,
+)
+
+LABELS = ["a", "b", "c"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def record(user: str, history: int, runs: dict[str, tuple[list[str], list[str]]],
+           kind: str = "classification", labels: list[str] = LABELS) -> dict:
+    """A per-user record as a simulated client writes it: (predictions, golds) per variant."""
+    metric = make_metric(kind, labels)
+    return {
+        "user": user, "history_items": history, "train_items": history,
+        "queries": len(next(iter(runs.values()))[1]) if runs else 0,
+        "labels": labels, "kind": kind, "stat_names": metric.stat_names(),
+        "vectors": {v: metric.to_vector(metric.stats_for(p, g)) for v, (p, g) in runs.items()},
+        "seconds": dict.fromkeys(runs, 1.0), "adapters": {},
+    }
+
+
+def row(accuracy: float | None, f1: float | None = 0.1, count: float = 6.0) -> dict:
+    return {"accuracy": accuracy, "f1": f1, "count": count}
+
+
+def classification_table(variants: dict[str, dict]) -> dict:
+    return {"task": "LaMP_2N", "kind": "classification", "labels": LABELS, "users": 6,
+            "aggregation": "secagg", "variants": variants, "seconds_total": 12.5,
+            "settings": {"lr": 1e-3}, "base_version": "abc"}
+
+
+def rating_table(maes: dict[str, float]) -> dict:
+    return {"task": "LaMP_3", "kind": "rating", "labels": ["1", "2", "3", "4", "5"],
+            "users": 3, "aggregation": "sealed",
+            "variants": {v: {"mae": m, "rmse": m + 0.1, "count": 9.0} for v, m in maes.items()}}
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    """Cells of the Markdown table's body rows."""
+    lines = [line for line in markdown.splitlines() if line.startswith("| ")][1:]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+# --- pooled metrics --------------------------------------------------------------------------
+
+
+def test_pooled_metrics_sums_users_statistics() -> None:
+    records = [
+        record("u1", 5, {"base-k0": (["a", "b"], ["a", "a"])}),
+        record("u2", 9, {"base-k0": (["c"], ["c"])}),
+        record("u3", 7, {"oppu-k0": (["b"], ["a"])}),  # did not run base-k0: skipped
+    ]
+    pooled = pooled_metrics(records, "base-k0")
+    assert pooled["count"] == 3
+    assert pooled["accuracy"] == pytest.approx(2 / 3)
+    # per class F1: a = 2*1/(2+0+1), b = 0 (one false positive), c = 1
+    assert pooled["f1"] == pytest.approx((2 / 3 + 0 + 1) / 3)
+    assert math.isnan(pooled_metrics(records, "rag-k1")["accuracy"])
+
+
+def test_pooled_metrics_rejects_mixed_label_orders() -> None:
+    records = [record("u1", 5, {"base-k0": (["a"], ["a"])}),
+               record("u2", 5, {"base-k0": (["a"], ["a"])}, labels=["c", "b", "a"])]
+    with pytest.raises(ValueError, match="u2"):
+        pooled_metrics(records, "base-k0")
+
+
+# --- Table 1 ---------------------------------------------------------------------------------
+
+
+def test_table1_rows_follow_the_papers_groups_unknown_last() -> None:
+    names = ["oppu-ia3-k0", "top-bm25", "my-experiment", "oppu-k1", "pag-oppu-k1", "rag-k2",
+             "majority", "pag-k0", "oppu-k0", "random-k1", "pooled-k0", "gpg-k0", "rag-k1",
+             "base-k0", "oppu-pt-k0", "gpg-oppu-k0"]
+    table = classification_table({n: row(0.5) for n in names})
+    rows = table_rows(table1_markdown(table))
+    assert [r[2].strip("`") for r in rows] == [
+        "base-k0", "random-k1", "rag-k1", "rag-k2", "pag-k0", "gpg-k0",
+        "oppu-k0", "oppu-ia3-k0", "oppu-pt-k0", "oppu-k1", "pag-oppu-k1", "gpg-oppu-k0",
+        "pooled-k0", "majority", "top-bm25", "my-experiment",
+    ]
+    groups = [r[0] for r in rows if r[0]]
+    assert groups == ["Non-personalized", "RAG", "Profile", "OPPU", "Profile + OPPU",
+                      "Baselines", "Other"]
+    labels = {r[2].strip("`"): r[1] for r in rows}
+    assert labels["rag-k2"] == "RAG (k=2)"
+    assert labels["oppu-k0"] == "OPPU LoRA (k=0)"
+    assert labels["oppu-ia3-k0"] == "OPPU IA3 (k=0)"
+    assert labels["pag-oppu-k1"] == "PAG + OPPU (k=1)"
+    assert labels["my-experiment"] == "my-experiment"
+
+
+def test_table1_bolds_the_best_and_shows_nan_as_na() -> None:
+    table = classification_table({
+        "base-k0": row(0.4, 0.30), "oppu-k0": row(0.6, 0.20),
+        "rag-k1": row(math.nan, None, count=0.0),
+    })
+    markdown = table1_markdown(table)
+    assert "LaMP_2N" in markdown and "6 users" in markdown and "secagg" in markdown
+    assert "accuracy ↑" in markdown
+    cells = {r[2].strip("`"): r for r in table_rows(markdown)}
+    assert cells["oppu-k0"][3:5] == ["**0.600**", "0.200"]
+    assert cells["base-k0"][3:5] == ["0.400", "**0.300**"]
+    assert cells["rag-k1"][3:6] == ["n/a", "n/a", "0"]
+
+
+def test_table1_bolds_the_lowest_mae() -> None:
+    markdown = table1_markdown(rating_table({"base-k0": 0.5, "oppu-k0": 0.25, "rag-k1": 0.75}))
+    assert "MAE ↓" in markdown
+    cells = {r[2].strip("`"): r for r in table_rows(markdown)}
+    assert cells["oppu-k0"][3] == "**0.250**"
+    assert cells["rag-k1"][3] == "0.750"
+
+
+def test_variant_grammar() -> None:
+    assert parse_variant("pag-oppu-ia3-k2").group == "Profile + OPPU"
+    assert parse_variant("pag-oppu-ia3-k2").label == "PAG + OPPU IA3 (k=2)"
+    assert parse_variant("gpg-k1").label == "GPG (k=1)"
+    assert parse_variant("rag-ia3-k1").group == "Other"  # a method only follows oppu
+
+
+# --- comparisons -----------------------------------------------------------------------------
+
+
+def test_compare_oppu_wins_loses_and_ties_on_accuracy() -> None:
+    table = classification_table({
+        "base-k0": row(0.4), "rag-k1": row(0.5), "majority": row(0.5),
+        "oppu-k0": row(0.5), "oppu-k1": row(0.45), "oppu-k2": row(0.7),
+    })
+    sentences = compare_oppu(table)
+    assert "OPPU LoRA (k=0) accuracy 0.500 vs Non-personalized (k=0) 0.400: +0.100 (wins)" \
+        in sentences
+    assert "OPPU LoRA (k=0) accuracy 0.500 vs Majority label 0.500: ±0.000 (ties)" in sentences
+    assert "OPPU LoRA (k=1) accuracy 0.450 vs RAG (k=1) 0.500: -0.050 (does not win)" \
+        in sentences
+    assert not any("(k=1)" in s and "Non-personalized" in s for s in sentences)
+    assert any(s.startswith("OPPU LoRA (k=2): no RAG (k=2)") for s in sentences)
+
+
+def test_compare_oppu_without_queries_says_so_once() -> None:
+    table = classification_table({"base-k0": row(0.4), "majority": row(0.5),
+                                  "oppu-pt-k0": row(math.nan, math.nan, count=0.0)})
+    assert compare_oppu(table) == [
+        "OPPU prompt tuning (k=0): no accuracy (no queries), nothing to compare"
+    ]
+
+
+def test_compare_oppu_lower_mae_wins() -> None:
+    sentences = compare_oppu(rating_table({"base-k0": 0.4, "majority": 0.2, "oppu-k0": 0.3}))
+    assert sentences == [
+        "OPPU LoRA (k=0) MAE 0.300 vs Non-personalized (k=0) 0.400: -0.100 (wins)",
+        "OPPU LoRA (k=0) MAE 0.300 vs Majority label 0.200: +0.100 (does not win)",
+    ]
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+
+def test_activity_groups_are_tertiles_by_history_length() -> None:
+    lengths = {"u1": 50, "u2": 3, "u3": 20, "u4": 8, "u5": 100, "u6": 1}
+    groups = activity_groups([record(u, n, {}) for u, n in lengths.items()])
+    assert [(name, [r["user"] for r in members]) for name, members in groups] == [
+        ("low", ["u6", "u2"]), ("medium", ["u4", "u3"]), ("high", ["u1", "u5"]),
+    ]
+    assert [name for name, _ in activity_groups([record("u1", 4, {})])] == ["all"]
+
+
+def write_adapter(folder: Path, tensors: dict[str, np.ndarray]) -> Path:
+    folder.mkdir(parents=True)
+    save_file({k: np.asarray(v, dtype=np.float32) for k, v in tensors.items()},
+              str(folder / "adapter_model.safetensors"))
+    return folder
+
+
+def three_adapters(root: Path) -> dict[str, Path]:
+    """u1 and u2 = 2 * u1 point the same way; u3 is orthogonal to both."""
+    a, b = np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([1.0, 0.0])
+    return {
+        "u1": write_adapter(root / "u1", {"lora_A": a, "lora_B": b}),
+        "u2": write_adapter(root / "u2", {"lora_A": 2 * a, "lora_B": 2 * b}),
+        "u3": write_adapter(root / "u3", {"lora_A": [[2.0, -1.0], [0.0, 0.0]],
+                                          "lora_B": [0.0, 5.0]}),
+    }
+
+
+def test_adapter_similarity_is_cosine_over_all_tensors(tmp_path: Path) -> None:
+    users, matrix = adapter_similarity(three_adapters(tmp_path))
+    assert users == ["u1", "u2", "u3"]
+    assert matrix[0, 1] == pytest.approx(1.0)
+    assert matrix[0, 2] == pytest.approx(0.0, abs=1e-12)
+    assert matrix[1, 2] == pytest.approx(0.0, abs=1e-12)
+    assert np.allclose(np.diag(matrix), 1.0) and np.allclose(matrix, matrix.T)
+
+
+def test_adapter_similarity_reads_bf16_adapters(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file as save_torch
+
+    paths = three_adapters(tmp_path)
+    (tmp_path / "bf16").mkdir()
+    save_torch({"lora_A": torch.tensor([[2.0, 4.0], [6.0, 8.0]], dtype=torch.bfloat16),
+                "lora_B": torch.tensor([2.0, 0.0], dtype=torch.bfloat16)},
+               str(tmp_path / "bf16" / "adapter_model.safetensors"))
+    _, matrix = adapter_similarity({"u1": paths["u1"], "bf16": tmp_path / "bf16"})
+    assert matrix[0, 1] == pytest.approx(1.0)
+
+
+def test_adapter_similarity_names_the_mismatched_user(tmp_path: Path) -> None:
+    paths = three_adapters(tmp_path)
+    paths["odd-user"] = write_adapter(tmp_path / "odd", {"lora_A": np.ones(4),
+                                                         "lora_B": np.ones(2)})
+    with pytest.raises(ValueError, match="odd-user"):
+        adapter_similarity(paths)
+    with pytest.raises(ValueError, match="missing-user"):
+        adapter_similarity({"u1": paths["u1"], "missing-user": tmp_path / "nowhere"})
+
+
+# --- the whole report ------------------------------------------------------------------------
+
+
+def simulated_results(root: Path) -> tuple[dict, list[dict]]:
+    """Six users' records (with adapters on disk) and the table pooled from them."""
+    adapters = three_adapters(root / "adapters")
+    records = []
+    for i, history in enumerate([3, 5, 10, 20, 40, 80]):
+        gold = LABELS[i % 3]
+        wrong = LABELS[(i + 1) % 3]
+        rec = record(f"user-{i}-with-a-rather-long-identifier", history, {
+            "base-k0": ([wrong, gold], [gold, gold]),
+            "rag-k1": ([gold, wrong], [gold, gold]),
+            "oppu-k0": ([gold, gold], [gold, gold]),
+            "oppu-k1": ([gold, wrong if i % 2 else gold], [gold, gold]),
+        })
+        rec["adapters"]["oppu-k0"] = str(adapters[f"u{i % 3 + 1}"])
+        records.append(rec)
+    variants = {v: pooled_metrics(records, v) for v in ("base-k0", "rag-k1", "oppu-k0", "oppu-k1")}
+    variants["oppu-ia3-k0"] = row(0.55)
+    variants["oppu-pt-k0"] = row(math.nan, math.nan, count=0.0)
+    variants["majority"] = row(0.6)
+    return classification_table(variants), records
+
+
+def test_write_report_writes_table_json_and_figures(tmp_path: Path) -> None:
+    table, records = simulated_results(tmp_path)
+    paths = write_report(tmp_path / "report", table, records)
+    assert set(paths) == {"markdown", "json", "activity", "k", "peft", "similarity"}
+    for name in ("activity", "k", "peft", "similarity"):
+        data = paths[name].read_bytes()
+        assert data.startswith(PNG) and len(data) > 1000, name
+    markdown = paths["markdown"].read_text()
+    assert "OPPU LoRA (k=1) accuracy" in markdown and "vs RAG (k=1)" in markdown
+    assert "pooled over all users' queries" in markdown
+    assert "fig7_similarity.png" in markdown
+    saved = json.loads(paths["json"].read_text())  # strict JSON: no NaN tokens
+    assert saved["variants"]["oppu-pt-k0"]["accuracy"] is None
+    assert saved["variants"]["oppu-k0"]["accuracy"] == 1.0
+    assert saved["settings"] == {"lr": 1e-3}
+    assert math.isnan(table["variants"]["oppu-pt-k0"]["accuracy"])  # input left untouched
+    assert not [p for p in (tmp_path / "report").iterdir() if p.name.startswith(".")]
+
+
+def test_write_report_without_data_for_figures_says_why(tmp_path: Path) -> None:
+    table = classification_table({"base-k0": row(0.4), "majority": row(0.5)})
+    paths = write_report(tmp_path, table)
+    assert set(paths) == {"markdown", "json"}
+    markdown = paths["markdown"].read_text()
+    assert "activity: not drawn (no per-user records given)" in markdown
+    assert "peft: not drawn" in markdown
+    assert set(write_report(tmp_path / "quiet", table, plots=False)) == {"markdown", "json"}

@@ -1,0 +1,191 @@
+"""Simulation mode: LaMP test users as virtual clients of a real Flower simulation SuperLink.
+
+The smoke test is the CI-sized configuration of the benchmark: 10 users of a LaMP directory
+built from the bundled sample, one capped adapter per user, SecAgg+ over TLS on loopback.
+It checks the cohort's secure sum against the users' local records, the trivial baseline
+against an independent computation from the data, the report, and resume.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from test_federation import base_artifact
+
+from oppu.client.simulation import safe_name, suite_key, suite_variants
+from oppu.shared.block_metric import BlockMetric
+from oppu.shared.data import load_lamp, select_test_users, user_history
+from oppu.shared.data.cohort import LampCohort
+from oppu.shared.federation import RoundConfig, snap_whole, split_blocks
+from oppu.shared.metrics import InputError, make_metric
+from oppu.simulations.quickstart import sample_dir
+
+SMOKE_SUITE = ("base-k0", "majority", "top-bm25", "oppu-k0")
+SMOKE_USERS = 10
+
+
+def ten_user_lamp_dir(root: Path) -> Path:
+    """The bundled sample with its 10 most active users as test users (time split kept)."""
+    target = root / "lamp10"
+    target.mkdir()
+    for name in ("questions.json", "outputs.json", "users.json"):
+        shutil.copy(sample_dir() / name, target / name)
+    dataset = load_lamp(target)
+    ranked = sorted(dataset.users(), key=lambda u: (-sum(len(q.profile) for q in
+                                                         dataset.users()[u]), u))
+    test = ranked[:SMOKE_USERS]
+    (target / "split.json").write_text(json.dumps({
+        "test_users": test, "base_users": [u for u in dataset.users() if u not in test]}))
+    return target
+
+
+# ---- units ---------------------------------------------------------------------------------
+def test_block_metric_lays_variants_side_by_side_and_validates_each():
+    inner = make_metric("classification", ["a", "b"])
+    metric = BlockMetric(inner, ["base-k0", "oppu-k0"])
+    good = inner.stats_for(["a", "b"], ["a", "a"])
+    perfect = inner.stats_for(["a", "a"], ["a", "a"])
+    stats = metric.join({"base-k0": good, "oppu-k0": perfect})
+    assert metric.stat_names()[0] == "base-k0/count"
+    assert metric.per_block(stats)["base-k0"]["accuracy"] == 0.5
+    assert metric.per_block(stats)["oppu-k0"]["accuracy"] == 1.0
+    vector = metric.to_vector(stats)
+    assert split_blocks(vector, metric.blocks, len(inner.stat_names()))["oppu-k0"] \
+        == inner.to_vector(perfect)
+    bad = list(vector)
+    bad[len(inner.stat_names()) + 1] = 5.0  # oppu-k0: correct > count
+    with pytest.raises(InputError, match="oppu-k0"):
+        metric.from_vector(bad)
+    noisy = {k: v + 0.01 for k, v in stats.items()}
+    assert snap_whole(metric, noisy, 0.05) == stats
+    with pytest.raises(ValueError, match="duplicate"):
+        BlockMetric(inner, ["x", "x"])
+
+
+def test_round_blocks_and_the_variant_of_an_ordinary_round():
+    assert RoundConfig(task="LaMP_2N").blocks == ("personal",)
+    assert RoundConfig(task="LaMP_2N", suite="base-k0, oppu-k1").blocks == ("base-k0", "oppu-k1")
+    assert suite_variants(RoundConfig(task="LaMP_2N", k=2, peft_method="ia3",
+                                      profile_mode="pag")) == ("pag-oppu-ia3-k2",)
+    with pytest.raises(ValueError, match="blocks"):
+        split_blocks([1.0] * 5, ("a", "b"), 3)
+
+
+class _Context:
+    def __init__(self, run_config: dict):
+        self.run_config = run_config
+
+
+def test_resume_key_ignores_run_specifics_but_not_settings():
+    cfg = RoundConfig(task="LaMP_2N", suite="base-k0,oppu-k0")
+    ctx = _Context({"sim-data": "/d", "max-history": 8})
+    key = suite_key(cfg, ctx)
+    assert key == suite_key(replace(cfg, round=7, base_address="h:1", aggregation="sealed"), ctx)
+    assert key != suite_key(replace(cfg, lr=5e-3), ctx)
+    assert key != suite_key(replace(cfg, suite="base-k0"), ctx)
+    assert key != suite_key(cfg, _Context({"sim-data": "/d", "max-history": 16}))
+
+
+def test_user_ids_become_distinct_directory_names():
+    assert safe_name("310") == "310"
+    assert safe_name("Ann Lee") != safe_name("Ann_Lee")
+    assert "/" not in safe_name("../../etc")
+
+
+def test_cohort_maps_partitions_to_test_users_in_split_order(tmp_path: Path):
+    cohort = LampCohort(load_lamp(ten_user_lamp_dir(tmp_path)))
+    assert cohort.users == tuple(select_test_users(cohort.dataset))
+    user = cohort.user(3)
+    assert user.user_id == cohort.users[3] and user.queries
+    assert user.history == user_history(user.queries)
+    assert len(cohort.labels()) == 25  # every query lists the same 25 categories
+    with pytest.raises(ValueError, match="num-supernodes"):
+        cohort.user(SMOKE_USERS)
+
+
+# ---- the smoke run -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory):
+    from oppu.client.peft_methods import PeftSettings
+    from oppu.client.personalize import PersonalizeSettings
+    from oppu.shared.training import TrainSettings
+    from oppu.simulations.simulate import SimulationSettings, run_simulation
+
+    root = tmp_path_factory.mktemp("simulation")
+    data = ten_user_lamp_dir(root)
+    settings = SimulationSettings(
+        users=SMOKE_USERS, suite=SMOKE_SUITE, max_history=8,
+        personal=PersonalizeSettings(peft=PeftSettings(alpha=16), train=TrainSettings(
+            lr=3e-3, epochs=1, batch_size=4, max_steps=1)),
+        timeout=1200.0)
+    out = root / "out"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "2")
+        table = run_simulation(data, out, settings, base=base_artifact(), plots=True)
+    return data, out, settings, table
+
+
+@pytest.mark.slow
+def test_simulation_table_is_the_secure_sum_of_every_users_local_record(smoke):
+    data, out, _settings, table = smoke
+    assert table["users"] == SMOKE_USERS and table["aggregation"] == "secagg"
+    records = [json.loads(p.read_text()) for p in out.glob("users/*/suite-*.json")]
+    assert len(records) == SMOKE_USERS
+    metric = make_metric("classification", table["labels"])
+    queries = sum(r["queries"] for r in records)
+    assert queries == sum(len(q) for q in LampCohort(load_lamp(data)).dataset.users().values()
+                          if q[0].user_id in {r["user"] for r in records})
+    for variant in SMOKE_SUITE:
+        summed = metric.sum(metric.from_vector(r["vectors"][variant]) for r in records)
+        expected = metric.compute(summed)
+        assert table["variants"][variant]["count"] == queries
+        assert table["variants"][variant]["accuracy"] == pytest.approx(expected["accuracy"])
+        assert table["variants"][variant]["f1"] == pytest.approx(expected["f1"])
+
+
+@pytest.mark.slow
+def test_majority_baseline_matches_an_independent_count_from_the_data(smoke):
+    data, _out, settings, table = smoke
+    cohort = LampCohort(load_lamp(data))
+    correct = total = 0
+    for i in range(len(cohort)):
+        user = cohort.user(i)
+        counts = Counter(str(item["category"]).strip()
+                         for item in user.recent_history(settings.max_history))
+        top = counts.most_common(1)[0][0]
+        correct += sum(q.gold == top for q in user.queries)
+        total += len(user.queries)
+    assert table["variants"]["majority"]["accuracy"] == pytest.approx(correct / total)
+
+
+@pytest.mark.slow
+def test_simulation_writes_report_and_adapters_and_keeps_the_base_once(smoke):
+    _data, out, _settings, table = smoke
+    markdown = (out / "report" / "table1.md").read_text()
+    for variant in SMOKE_SUITE:
+        assert f"`{variant}`" in markdown
+    assert json.loads((out / "report" / "table1.json").read_text())["users"] == SMOKE_USERS
+    assert (out / "report" / "fig7_similarity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    adapters = list(out.glob("users/*/adapters/LaMP_2N.oppu-k0/adapter_model.safetensors"))
+    assert len(adapters) == SMOKE_USERS
+    # The base travelled over the BaseStore (TLS), into one cache all virtual clients share.
+    assert [p.name for p in (out / "base-cache").iterdir() if p.is_dir()] \
+        == [table["base_version"]]
+
+
+@pytest.mark.slow
+def test_a_rerun_resumes_from_the_users_records(smoke):
+    from oppu.simulations.simulate import run_simulation
+
+    data, out, settings, table = smoke
+    records = sorted(out.glob("users/*/suite-*.json"))
+    before = {p: p.stat().st_mtime_ns for p in records}
+    again = run_simulation(data, out, settings, base=base_artifact(), plots=False)
+    assert {p: p.stat().st_mtime_ns for p in records} == before  # nobody retrained
+    assert again["variants"] == table["variants"]
+    assert again["seconds_round"] < table["seconds_round"]
