@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import time
 from dataclasses import asdict
@@ -24,6 +25,7 @@ from pathlib import Path
 from flwr.app import Context
 
 from oppu.shared.federation import PERSONAL_BLOCK, RoundConfig, SimKey
+from oppu.shared.resources import process_peak_rss_mb
 
 log = logging.getLogger("oppu.client.federation")
 
@@ -124,6 +126,7 @@ def run_simulated_user(round_cfg: RoundConfig, context: Context, settings) -> li
         "metrics": {v: metric.compute(outcome.results[v].stats) for v in variants},
         "seconds": outcome.seconds, "adapters": outcome.adapters,
         "seconds_total": round(time.perf_counter() - started, 2),
+        "worker_pid": os.getpid(), "worker_peak_rss_mb": process_peak_rss_mb(),
         "base_version": round_cfg.base_version}, indent=2, default=_json_number))
     log.info("user %s (%d items, %d queries) done in %.0f s", user.user_id, len(history),
              len(queries), time.perf_counter() - started)

@@ -124,10 +124,11 @@ def round_config(run_config, info: FederationInfo | None, aggregation: str,
     """The run config's round fields plus what only the coordinator knows (base, keys)."""
     fields = run_config_overrides(run_config)
     task = get_task(str(fields.get("task", "")))
+    if not fields.get("labels") and run_config.get(SimKey.DATA):
+        # The data's own label set (e.g. 25 HuffPost categories, not LaMP's official 15).
+        fields["labels"] = simulation_labels(str(run_config[SimKey.DATA]), task.name)
     if not fields.get("labels") and task.labels:
         fields["labels"] = tuple(task.labels)  # clients must not add labels of their own
-    if not fields.get("labels") and run_config.get(SimKey.DATA):
-        fields["labels"] = simulation_labels(str(run_config[SimKey.DATA]), task.name)
     fields["task"] = task.name
     sealing = public_bytes(load_or_create_sealing_key(state.sealing_key))
     served = {} if info is None else {

@@ -13,31 +13,26 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from oppu.simulations.report import (
+from oppu.simulations.adapter_similarity import adapter_file, adapter_similarity
+from oppu.simulations.report_metrics import (
     MetricColumn,
     Record,
     metric_columns,
     metric_value,
-    ordered_names,
-    parse_variant,
     pooled_metrics,
     primary_metric,
-    variant_label,
 )
+from oppu.simulations.variant_names import known_variant, ordered_names, variant_label
 
-ADAPTER_FILE = "adapter_model.safetensors"
 ACTIVITY_NAMES = {1: ("all",), 2: ("low", "high"), 3: ("low", "medium", "high")}
 # Fig. 3 compares these when present; more bars per group would be unreadable.
 ACTIVITY_VARIANTS = ("base-k0", "rag-k1", "pag-k1", "oppu-k0", "oppu-k1", "pag-oppu-k1")
 MAX_ACTIVITY_VARIANTS = 6
-# numpy cannot hold these safetensors dtypes; such files are read through torch.
-_TORCH_ONLY_DTYPES = {"BF16", "F8_E4M3", "F8_E5M2"}
 
 # --- drawing helpers -------------------------------------------------------------------------
 
@@ -167,7 +162,7 @@ def k_series(table: Mapping[str, Any]) -> dict[str, list[tuple[int, float]]]:
     """Per Fig. 4 line, its (k, primary metric) points where the table has a value."""
     variants: Mapping[str, Any] = table.get("variants") or {}
     column = primary_metric(table.get("kind", ""))
-    ks = sorted({parse_variant(n).k for n in variants} - {-1})
+    ks = sorted({v.k for v in map(known_variant, variants) if v is not None})
     series: dict[str, list[tuple[int, float]]] = {}
     for line, names_at in K_LINES:
         points = []
@@ -240,86 +235,7 @@ def peft_figure(table: Mapping[str, Any], path: str | Path) -> Path:
     return _save(fig, path)
 
 
-# --- Fig. 7: adapter similarity --------------------------------------------------------------
-
-
-def adapter_file(user: str, path: str | Path) -> Path:
-    """The safetensors file of a peft adapter directory (or the file itself)."""
-    path = Path(path)
-    file = path / ADAPTER_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise ValueError(f"user {user!r}: no {ADAPTER_FILE} at {path}")
-    return file
-
-
-def _open_adapter(stack: ExitStack, file: Path) -> Any:
-    """A lazy safetensors handle: numpy where it can hold every dtype, else torch."""
-    from safetensors import safe_open
-
-    handle = stack.enter_context(safe_open(str(file), framework="numpy"))
-    if any(handle.get_slice(k).get_dtype() in _TORCH_ONLY_DTYPES for k in _keys(handle)):
-        handle = stack.enter_context(safe_open(str(file), framework="pt"))
-    return handle
-
-
-def _keys(handle: Any) -> list[str]:
-    return list(handle.keys())  # safetensors handles are not iterable
-
-
-def _layout(handle: Any) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(handle.get_slice(k).get_shape()) for k in _keys(handle)}
-
-
-def _layout_mismatch(user: str, layout: dict, ref_user: str, ref: dict) -> str:
-    missing, extra = sorted(set(ref) - set(layout)), sorted(set(layout) - set(ref))
-    shapes = [f"{k}: {layout[k]} vs {ref[k]}" for k in sorted(set(ref) & set(layout))
-              if layout[k] != ref[k]]
-    details = "; ".join(
-        part for part in (
-            f"missing {missing}" if missing else "",
-            f"extra {extra}" if extra else "",
-            f"shapes differ ({', '.join(shapes)})" if shapes else "",
-        ) if part
-    )
-    return (f"adapter of user {user!r} does not match user {ref_user!r}'s ({details}); "
-            "compare adapters of one PEFT method and base model only")
-
-
-def _flat(handle: Any, key: str) -> np.ndarray:
-    tensor = handle.get_tensor(key)
-    if not isinstance(tensor, np.ndarray):  # a torch tensor (bf16 and friends)
-        tensor = tensor.float().numpy()
-    return np.asarray(tensor, dtype=np.float64).reshape(-1)
-
-
-def adapter_similarity(paths: Mapping[str, str | Path]) -> tuple[list[str], np.ndarray]:
-    """Cosine similarity of users' adapters, each flattened over its tensors in key order.
-
-    Accumulates the Gram matrix one tensor at a time, so memory stays at users x largest
-    tensor even for many users of a large base. An all-zero adapter gets NaN similarities.
-    """
-    users = list(paths)
-    if not users:
-        raise ValueError("no adapters given")
-    files = {user: adapter_file(user, paths[user]) for user in users}
-    with ExitStack() as stack:
-        handles = {user: _open_adapter(stack, files[user]) for user in users}
-        layouts = {user: _layout(handles[user]) for user in users}
-        ref = users[0]
-        if not layouts[ref]:
-            raise ValueError(f"adapter of user {ref!r} has no tensors")
-        for user in users[1:]:
-            if layouts[user] != layouts[ref]:
-                raise ValueError(_layout_mismatch(user, layouts[user], ref, layouts[ref]))
-        gram = np.zeros((len(users), len(users)))
-        for key in sorted(layouts[ref]):
-            block = np.stack([_flat(handles[user], key) for user in users])
-            gram += block @ block.T
-    norms = np.sqrt(np.diag(gram))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        matrix = gram / np.outer(norms, norms)
-    matrix[(norms == 0)[:, None] | (norms == 0)[None, :]] = np.nan
-    return users, np.clip(matrix, -1.0, 1.0)
+# --- Fig. 7: adapter similarity (the data: oppu.simulations.adapter_similarity) ------------
 
 
 def short_id(user: str, limit: int = 12) -> str:

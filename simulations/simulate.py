@@ -26,6 +26,7 @@ from oppu.shared.cli_support import console
 from oppu.shared.data import base_users, load_lamp, select_test_users
 from oppu.shared.data.cohort import LampCohort
 from oppu.shared.federation import AUTO, RoundKey, RunKey, SimKey, free_port
+from oppu.shared.resources import PeakMemory
 from oppu.shared.tasks import TaskSpec
 from oppu.shared.training import TrainSettings
 from oppu.simulations.quickstart import sample_dir, small_model_personal_settings
@@ -70,7 +71,8 @@ def run_simulation(data: Path | None, out: Path, settings: SimulationSettings, *
     if any(v.startswith("pooled-") for v in suite):
         pooled = prepare_pooled(cohort, base_dir, out, settings)
     run_config = simulation_run_config(data, out, task, cohort, suite, settings, pooled)
-    result = _run_round(out, base_dir, run_config, len(cohort), settings)
+    memory = PeakMemory()
+    result = _run_round(out, base_dir, run_config, len(cohort), settings, memory)
     records = collect_records(out, cohort, suite, result.base_version)
     table = {
         "task": task.name, "kind": task.kind.value, "labels": list(cohort.labels()),
@@ -80,7 +82,7 @@ def run_simulation(data: Path | None, out: Path, settings: SimulationSettings, *
         "seconds_round": round(result.seconds, 1), "run_id": result.run_id,
         "base_version": result.base_version, "data": str(data),
         "settings": _settings_summary(settings),
-        "user_seconds": [r.get("seconds_total") for r in records],
+        "cost": simulation_cost(records, result, memory),
     }
     from oppu.simulations.report import write_report
 
@@ -167,7 +169,7 @@ def simulation_run_config(data: Path, out: Path, task: TaskSpec, cohort: LampCoh
 
 
 def _run_round(out: Path, base_dir: Path, run_config: dict, users: int,
-               settings: SimulationSettings) -> CohortResult:
+               settings: SimulationSettings, memory: PeakMemory) -> CohortResult:
     from rich.progress import Progress
 
     coordinator = Coordinator(out / "coordinator", base_dir, host="127.0.0.1",
@@ -182,6 +184,7 @@ def _run_round(out: Path, base_dir: Path, run_config: dict, users: int,
         since = time.time() - 1.0
 
         def count_done() -> None:
+            memory.sample()
             progress.update(bar, completed=_records_since(out, since))
 
         result = coordinator.run_round(
@@ -219,6 +222,28 @@ def collect_records(out: Path, cohort: LampCohort, suite: tuple[str, ...],
         if candidates:
             records.append(max(candidates, key=lambda c: c[0])[1])
     return records
+
+
+def simulation_cost(records: list[dict], result: CohortResult, memory: PeakMemory) -> dict:
+    """What the run cost: per-user time, users per hour, memory (whole tree and per worker).
+
+    Users answered from an earlier run's record keep that run's per-user seconds.
+    """
+    seconds = sorted(float(r.get("seconds_total", 0.0)) for r in records)
+    per_user = [{"user": r["user"], "train_items": r["train_items"],
+                 "history_items": r["history_items"], "seconds": r.get("seconds_total"),
+                 "worker_peak_rss_mb": r.get("worker_peak_rss_mb")} for r in records]
+    return {
+        "users": len(records),
+        "round_seconds": round(result.seconds, 1),
+        "users_per_hour": round(len(records) * 3600 / result.seconds, 1)
+        if result.seconds else None,
+        "user_seconds_median": seconds[len(seconds) // 2] if seconds else None,
+        "user_seconds_max": seconds[-1] if seconds else None,
+        "peak_rss_mb_all_processes": memory.peak_mb,
+        "workers": len({r.get("worker_pid") for r in records}),
+        "per_user": per_user,
+    }
 
 
 def _settings_summary(settings: SimulationSettings) -> dict:

@@ -10,13 +10,16 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from oppu.client.suite import PEFT_SUITE, TABLE1_SUITE
 from oppu.shared.metrics import make_metric
 from oppu.simulations.figures import activity_groups, adapter_similarity
 from oppu.simulations.report import (
     compare_oppu,
-    parse_variant,
+    ordered_names,
     pooled_metrics,
     table1_markdown,
+    variant_group,
+    variant_label,
     write_report,
 )
 
@@ -130,11 +133,23 @@ def test_table1_bolds_the_lowest_mae() -> None:
     assert cells["rag-k1"][3] == "0.750"
 
 
-def test_variant_grammar() -> None:
-    assert parse_variant("pag-oppu-ia3-k2").group == "Profile + OPPU"
-    assert parse_variant("pag-oppu-ia3-k2").label == "PAG + OPPU IA3 (k=2)"
-    assert parse_variant("gpg-k1").label == "GPG (k=1)"
-    assert parse_variant("rag-ia3-k1").group == "Other"  # a method only follows oppu
+def test_variant_display_follows_the_suites_grammar() -> None:
+    assert variant_group("gpg-oppu-k2") == "Profile + OPPU"
+    assert variant_label("gpg-k1") == "GPG (k=1)"
+    assert variant_label("oppu-pt-k3") == "OPPU prompt tuning (k=3)"
+    assert variant_label("pooled-k1") == "Pooled adapter (k=1)"
+    for rejected in ("rag-ia3-k1", "rag-k0", "pag-oppu-ia3-k2"):  # oppu.client.suite says no
+        assert (variant_group(rejected), variant_label(rejected)) == ("Other", rejected)
+    # The default method and the explicitly named one are both listed, the explicit one after.
+    assert ordered_names(["oppu-lora-k0", "oppu-k1", "oppu-k0"]) == [
+        "oppu-k0", "oppu-lora-k0", "oppu-k1"]
+    assert variant_label("oppu-lora-k0") == variant_label("oppu-k0") == "OPPU LoRA (k=0)"
+
+
+def test_every_suite_variant_has_a_group() -> None:
+    names = dict.fromkeys(TABLE1_SUITE + PEFT_SUITE)
+    assert {n: variant_group(n) for n in names if variant_group(n) == "Other"} == {}
+    assert sorted(ordered_names(names)) == sorted(names)
 
 
 # --- comparisons -----------------------------------------------------------------------------
@@ -231,6 +246,21 @@ def test_adapter_similarity_names_the_mismatched_user(tmp_path: Path) -> None:
         adapter_similarity(paths)
     with pytest.raises(ValueError, match="missing-user"):
         adapter_similarity({"u1": paths["u1"], "missing-user": tmp_path / "nowhere"})
+
+
+def test_adapter_similarity_names_the_user_with_a_corrupt_file(tmp_path: Path) -> None:
+    paths = three_adapters(tmp_path)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "adapter_model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match="corrupt-user"):
+        adapter_similarity({"u1": paths["u1"], "corrupt-user": tmp_path / "bad"})
+    records = [record(u, 5, {"oppu-k0": (["a"], ["a"])}) for u in ("u1", "corrupt-user")]
+    records[0]["adapters"]["oppu-k0"] = str(paths["u1"])
+    records[1]["adapters"]["oppu-k0"] = str(tmp_path / "bad")
+    table = classification_table({"oppu-k0": row(1.0)})
+    paths = write_report(tmp_path / "report", table, records)
+    assert "similarity" not in paths
+    assert "similarity: not drawn (user 'corrupt-user'" in paths["markdown"].read_text()
 
 
 # --- the whole report ------------------------------------------------------------------------

@@ -1,0 +1,77 @@
+"""Memory of a whole process tree (SuperLink, Ray workers, app processes), sampled over a run.
+
+A simulation's cost is spread over processes Flower and Ray start (the SuperLink, the
+simulation runtime, one Ray worker per concurrent virtual client). Their summed resident
+memory, sampled while the run goes, is the number a user sizing a machine needs.
+Linux ``/proc`` only; elsewhere the sampler reports nothing rather than guessing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_PROC = Path("/proc")
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # the process ended while we looked
+        # Field 4 (ppid) follows the command name, which may itself hold spaces: ") S ppid".
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        for line in (_PROC / str(pid) / "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss_bytes(root_pid: int) -> int:
+    """Resident memory of ``root_pid`` and all its descendants, now."""
+    children = _children_map()
+    total, stack = 0, [root_pid]
+    while stack:
+        pid = stack.pop()
+        total += _rss_bytes(pid)
+        stack.extend(children.get(pid, ()))
+    return total
+
+
+class PeakMemory:
+    """The highest summed RSS seen over a process tree, across ``sample()`` calls."""
+
+    def __init__(self, root_pid: int | None = None):
+        self.root_pid = root_pid if root_pid is not None else os.getpid()
+        self.peak_bytes = 0
+        self.available = _PROC.is_dir()
+
+    def sample(self) -> int:
+        if not self.available:
+            return 0
+        now = tree_rss_bytes(self.root_pid)
+        self.peak_bytes = max(self.peak_bytes, now)
+        return now
+
+    @property
+    def peak_mb(self) -> float | None:
+        return round(self.peak_bytes / 2**20, 1) if self.available else None
+
+
+def process_peak_rss_mb() -> float:
+    """This process's own peak RSS so far (a simulation worker's, per user record)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
