@@ -35,6 +35,8 @@ RECORD_FORMAT = 1
 
 _MODELS: dict[tuple[str, str], tuple] = {}
 """(base, device) -> (model, tokenizer): kept for the life of the worker process."""
+_LOADS = [0]
+"""How many times this worker loaded a base (reported per user: it should stay at 1)."""
 
 
 def is_simulation(context: Context) -> bool:
@@ -63,7 +65,7 @@ def suite_key(round_cfg: RoundConfig, context: Context) -> str:
         fields.pop(name)
     fields["sim"] = {k: str(context.run_config.get(k, "")) for k in
                      (SimKey.DATA, SimKey.MAX_HISTORY, SimKey.BASE_PATH, SimKey.POOLED_ADAPTER,
-                      SimKey.BASE_MODEL)}
+                      SimKey.BASE_MODEL, SimKey.SHIFT)}
     text = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -89,6 +91,7 @@ def run_simulated_user(round_cfg: RoundConfig, context: Context, settings) -> li
     from oppu.shared.atomic import write_text_atomic
     from oppu.shared.data.cohort import load_cohort
     from oppu.shared.metrics import make_metric
+    from oppu.shared.retrieval import least_relevant
     from oppu.shared.tasks import get_task
 
     task = get_task(round_cfg.task)
@@ -106,8 +109,13 @@ def run_simulated_user(round_cfg: RoundConfig, context: Context, settings) -> li
     labels = round_cfg.labels or tuple(task.labels or ())
     max_history = int(context.run_config.get(SimKey.MAX_HISTORY, 0) or 0)
     history = user.recent_history(max_history)
-    queries = [EvalQuery(q.input, str(q.gold), tuple(q.profile)) for q in user.queries
-               if q.gold is not None]
+    answered = [q for q in user.queries if q.gold is not None]
+    shift = float(context.run_config.get(SimKey.SHIFT, 0.0) or 0.0)
+    if shift:
+        history = least_relevant(task, history, [q.input for q in answered], 1.0 - shift)
+    # Queries retrieve from the user's profile; under a shift, from the shifted history only.
+    queries = [EvalQuery(q.input, str(q.gold), tuple(history) if shift else tuple(q.profile))
+               for q in answered]
     variants = suite_variants(round_cfg)
     pooled = str(context.run_config.get(SimKey.POOLED_ADAPTER, "") or "")
     model, tokenizer = simulation_base(round_cfg, context)
@@ -127,6 +135,7 @@ def run_simulated_user(round_cfg: RoundConfig, context: Context, settings) -> li
         "seconds": outcome.seconds, "adapters": outcome.adapters,
         "seconds_total": round(time.perf_counter() - started, 2),
         "worker_pid": os.getpid(), "worker_peak_rss_mb": process_peak_rss_mb(),
+        "worker_model_loads": _LOADS[0],
         "base_version": round_cfg.base_version}, indent=2, default=_json_number))
     log.info("user %s (%d items, %d queries) done in %.0f s", user.user_id, len(history),
              len(queries), time.perf_counter() - started)
@@ -167,6 +176,7 @@ def simulation_base(round_cfg: RoundConfig, context: Context):
         _MODELS.clear()  # one base per worker: a new one replaces the old
         model, tokenizer, _plan = load_base_model(base or None, device=device)
         _MODELS[key] = (model, tokenizer)
+        _LOADS[0] += 1
     return _MODELS[key]
 
 

@@ -77,6 +77,8 @@ class SimKey:
     BASE_PATH = "base-path"
     POOLED_ADAPTER = "pooled-adapter"
     BASE_MODEL = "base-model"
+    SHIFT = "history-shift"
+    """Share of each user's history, most query-relevant first, removed (0: none)."""
     CA = "sim-ca"
     """The coordinator's CA certificate for fetching a served base (empty: plaintext)."""
 

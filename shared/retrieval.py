@@ -116,3 +116,22 @@ def retrieve(task: TaskSpec, history: Sequence[Mapping], query_input: str, k: in
     if k == 0 or not history:
         return []
     return HistoryIndex(task, history).top_k(task.retrieval_query(query_input), k)
+
+
+def least_relevant(task: TaskSpec, history: Sequence[Mapping], query_inputs: Sequence[str],
+                   keep: float) -> list[Mapping]:
+    """The ``keep`` share of ``history`` least relevant to the queries, in time order.
+
+    Simulates a behaviour shift (paper Table 3): the user's new queries no longer resemble
+    what their history holds. Relevance of an item is its highest BM25 score against any
+    of the queries; ties keep the older items out first.
+    """
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep must be in (0, 1] (got {keep}).")
+    if not history or keep == 1 or not query_inputs:
+        return list(history)
+    index = HistoryIndex(task, history)
+    relevance = np.max([index.scores(task.retrieval_query(q)) for q in query_inputs], axis=0)
+    count = max(1, round(len(history) * keep))
+    chosen = sorted(np.argsort(relevance, kind="stable")[:count])
+    return [history[i] for i in chosen]

@@ -322,11 +322,20 @@ def _draw_similarity(table: Mapping[str, Any], records: Sequence[Record], path: 
     return similarity_figure(users, matrix, path, title=title)
 
 
+def _draw_cost(table: Mapping[str, Any], records: Sequence[Record], path: Path) -> Path:
+    from oppu.simulations.cost_report import cost_figure
+
+    if not table.get("cost"):
+        raise ValueError("the table has no cost section")
+    return cost_figure(table["cost"], path)
+
+
 FIGURES = (
     ("activity", "fig3_activity.png", _draw_activity),
     ("k", "fig4_k.png", _draw_k),
     ("peft", "fig6_peft.png", _draw_peft),
     ("similarity", "fig7_similarity.png", _draw_similarity),
+    ("cost", "figB_cost.png", _draw_cost),
 )
 
 

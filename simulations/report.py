@@ -244,6 +244,10 @@ def report_markdown(
     if sentences:
         parts += ["## OPPU vs the baselines", "", *(f"- {s}" for s in sentences), ""]
     parts += ["## Notes", "", *(f"- {n}" for n in _notes(table)), ""]
+    if table.get("cost"):
+        from oppu.simulations.cost_report import cost_markdown
+
+        parts += ["## Cost", "", *cost_markdown(table["cost"]), ""]
     if figures or skipped:
         parts += ["## Figures", ""]
         parts += [f"- {name}: `{Path(path).name}`" for name, path in figures.items()]

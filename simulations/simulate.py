@@ -43,6 +43,7 @@ class SimulationSettings:
     users: int = 100
     suite: tuple[str, ...] = QUICK_SUITE
     max_history: int = 0
+    history_shift: float = 0.0
     adapt: AdaptSettings = field(default_factory=lambda: AdaptSettings(
         train=TrainSettings(lr=5e-4, epochs=3, batch_size=8)))
     personal: PersonalizeSettings = field(default_factory=small_model_personal_settings)
@@ -141,13 +142,25 @@ def prepare_pooled(cohort: LampCohort, base_dir: Path, out: Path,
     from oppu.simulations.pooled import train_pooled_adapter
 
     model, tokenizer, _ = load_base_model(str(base_dir))
-    histories = [cohort.user(i).recent_history(settings.max_history)
-                 for i in range(len(cohort))]
+    histories = [shifted_history(cohort, i, settings) for i in range(len(cohort))]
     console.print(f"Pooled-history baseline adapter on {sum(map(len, histories))} items of "
                   f"{len(histories)} users...")
     return train_pooled_adapter(model, tokenizer, cohort.dataset.spec, histories,
                                 settings.personal, out / "pooled",
                                 labels=cohort.labels() or None)
+
+
+def shifted_history(cohort: LampCohort, partition: int,
+                    settings: SimulationSettings) -> list[dict]:
+    """A user's training items as the virtual client sees them (capped, maybe shifted)."""
+    from oppu.shared.retrieval import least_relevant
+
+    user = cohort.user(partition)
+    history = user.recent_history(settings.max_history)
+    if not settings.history_shift:
+        return history
+    queries = [q.input for q in user.queries if q.gold is not None]
+    return least_relevant(cohort.dataset.spec, history, queries, 1.0 - settings.history_shift)
 
 
 def simulation_run_config(data: Path, out: Path, task: TaskSpec, cohort: LampCohort,
@@ -164,7 +177,7 @@ def simulation_run_config(data: Path, out: Path, task: TaskSpec, cohort: LampCoh
         RoundKey.MAX_STEPS: personal.train.max_steps or 0, RoundKey.SEED: personal.train.seed,
         RoundKey.LABELS: json.dumps(list(cohort.labels())),
         SimKey.DATA: str(data), SimKey.OUT: str(out), SimKey.MAX_HISTORY: settings.max_history,
-        SimKey.POOLED_ADAPTER: str(pooled or ""),
+        SimKey.POOLED_ADAPTER: str(pooled or ""), SimKey.SHIFT: settings.history_shift,
     }
 
 

@@ -315,3 +315,21 @@ def test_write_report_without_data_for_figures_says_why(tmp_path: Path) -> None:
     assert "activity: not drawn (no per-user records given)" in markdown
     assert "peft: not drawn" in markdown
     assert set(write_report(tmp_path / "quiet", table, plots=False)) == {"markdown", "json"}
+
+
+def test_cost_section_fits_growth_with_history_length(tmp_path):
+    from oppu.simulations.cost_report import cost_figure, cost_markdown, growth_fit
+
+    per_user = [{"user": f"u{i}", "train_items": n, "seconds": 10 + 0.5 * n}
+                for i, n in enumerate((8, 16, 32, 64))]
+    intercept, slope = growth_fit(per_user)
+    assert intercept == pytest.approx(10.0) and slope == pytest.approx(0.5)
+    assert growth_fit(per_user[:2]) is None
+    cost = {"users": 4, "round_seconds": 120.0, "users_per_hour": 120.0, "workers": 1,
+            "user_seconds_median": 18.0, "user_seconds_max": 42.0,
+            "peak_rss_mb_all_processes": 2048.0, "per_user": per_user}
+    text = "\n".join(cost_markdown(cost))
+    assert "120.0 users per hour" in text and "2048 MB" in text and "0.50 s per training" in text
+    assert cost_figure(cost, tmp_path / "cost.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="fewer than two"):
+        cost_figure({"per_user": per_user[:1]}, tmp_path / "none.png")

@@ -103,3 +103,18 @@ def test_training_rule_is_fast_for_a_thousand_items():
     for i in range(1, len(items), 4):
         index.top_k(items[i]["text"], 4, before=i)
     assert time.perf_counter() - start < 10  # rebuilding BM25Okapi per prefix takes ~4x this
+
+
+def test_least_relevant_keeps_the_items_unlike_the_queries_in_time_order():
+    from oppu.shared.retrieval import least_relevant
+    from oppu.shared.tasks import get_task
+
+    task = get_task("LaMP_2N")
+    history = [{"id": str(i), "text": text, "title": "", "category": "politics"}
+               for i, text in enumerate(["senate vote on budget", "pasta recipe with basil",
+                                         "budget senate deal", "hiking trails in utah",
+                                         "jazz festival lineup", "new phone camera review"])]
+    inputs = ["Which category does this article belong to? article: senate budget vote"]
+    kept = least_relevant(task, history, inputs, 4 / 6)
+    assert [item["id"] for item in kept] == ["1", "3", "4", "5"]
+    assert least_relevant(task, history, inputs, 1.0) == history

@@ -173,6 +173,12 @@ def test_simulation_writes_report_and_adapters_and_keeps_the_base_once(smoke):
     assert (out / "report" / "fig7_similarity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     adapters = list(out.glob("users/*/adapters/LaMP_2N.oppu-k0/adapter_model.safetensors"))
     assert len(adapters) == SMOKE_USERS
+    # One base per simulation worker, however many users it plays; memory stays flat.
+    records = [json.loads(p.read_text()) for p in out.glob("users/*/suite-*.json")]
+    assert {r["worker_model_loads"] for r in records} == {1}
+    assert len({r["worker_pid"] for r in records}) < SMOKE_USERS
+    assert table["cost"]["users"] == SMOKE_USERS and table["cost"]["users_per_hour"] > 0
+    assert table["cost"]["peak_rss_mb_all_processes"] > 0
     # The base travelled over the BaseStore (TLS), into one cache all virtual clients share.
     assert [p.name for p in (out / "base-cache").iterdir() if p.is_dir()] \
         == [table["base_version"]]

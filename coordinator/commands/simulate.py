@@ -41,6 +41,9 @@ def simulate(
     )] = "quick",
     max_history: Annotated[int, typer.Option(
         min=0, help="Newest history items each user trains on (0: all).")] = 0,
+    history_shift: Annotated[float, typer.Option(
+        min=0.0, max=0.9, help="Behaviour shift (paper Table 3): drop this share of each "
+        "history, the items most relevant to the user's queries (BM25) first.")] = 0.0,
     base: Annotated[Path | None, typer.Option(
         help="Task-adapted base artifact to use (default: adapt one on the base users).")
     ] = None,
@@ -75,6 +78,7 @@ def simulate(
                     epochs=epochs or personal.train.epochs, max_steps=max_steps or None)
     settings = replace(
         defaults, users=users, suite=suite_names(suite), max_history=max_history,
+        history_shift=history_shift,
         adapt=replace(defaults.adapt, max_examples=adapt_examples),
         personal=replace(personal, train=train), base_model=base_model, num_cpus=num_cpus,
         num_gpus=num_gpus, insecure=insecure)
