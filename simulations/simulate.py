@@ -48,6 +48,8 @@ class SimulationSettings:
         train=TrainSettings(lr=5e-4, epochs=3, batch_size=8)))
     personal: PersonalizeSettings = field(default_factory=small_model_personal_settings)
     base_model: str | None = None
+    task: str | None = None
+    """Task name when the directory's outputs.json does not say (official LaMP files do)."""
     num_cpus: int = 2
     num_gpus: float = 0.0
     aggregation: str = AUTO
@@ -61,7 +63,7 @@ def run_simulation(data: Path | None, out: Path, settings: SimulationSettings, *
     started = time.perf_counter()
     data = (data or sample_dir()).expanduser().resolve()
     out = out.expanduser().resolve()
-    dataset = load_lamp(data)
+    dataset = load_lamp(data, settings.task)
     task = dataset.spec
     cohort = LampCohort(dataset, settings.users)
     suite = _checked_suite(task, settings.suite)

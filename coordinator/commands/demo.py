@@ -30,7 +30,7 @@ def demo(
 
     ``simulate`` with small defaults; see ``oppu-coordinator simulate --help`` for the rest.
     """
-    simulate(data=data, users=users, suite=suite, max_history=max_history, history_shift=0.0,
-             base=None, adapt_examples=adapt_examples, lr=None, epochs=0, max_steps=0,
-             out=out, base_model=base_model, num_cpus=2, num_gpus=0.0, insecure=False,
-             plots=True)
+    simulate(data=data, task=None, users=users, suite=suite, max_history=max_history,
+             history_shift=0.0, base=None, adapt_examples=adapt_examples, lr=None, epochs=0,
+             max_steps=0, out=out, base_model=base_model, num_cpus=2, num_gpus=0.0,
+             insecure=False, plots=True)

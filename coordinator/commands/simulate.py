@@ -34,6 +34,8 @@ def suite_names(text: str) -> tuple[str, ...]:
 def simulate(
     data: Annotated[Path | None, typer.Option(
         help="LaMP dir (questions.json/outputs.json); default: the bundled sample.")] = None,
+    task: Annotated[str | None, typer.Option(
+        help="Task, e.g. LaMP_2N; default: from the directory's outputs.json.")] = None,
     users: Annotated[int, typer.Option(
         min=1, help="Test users (virtual clients), most active first.")] = 100,
     suite: Annotated[str, typer.Option(
@@ -80,7 +82,8 @@ def simulate(
         defaults, users=users, suite=suite_names(suite), max_history=max_history,
         history_shift=history_shift,
         adapt=replace(defaults.adapt, max_examples=adapt_examples),
-        personal=replace(personal, train=train), base_model=base_model, num_cpus=num_cpus,
+        personal=replace(personal, train=train), base_model=base_model, task=task,
+        num_cpus=num_cpus,
         num_gpus=num_gpus, insecure=insecure)
     stop_cleanly_on_sigterm()
     table = run_simulation(data, out, settings, base=base, plots=plots)
