@@ -75,3 +75,16 @@ def process_peak_rss_mb() -> float:
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def release_memory() -> None:
+    """Give freed memory back to the OS (glibc keeps it otherwise), e.g. after a model is
+    dropped, so it does not count against the processes that run next."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to trim

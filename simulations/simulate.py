@@ -26,7 +26,7 @@ from oppu.shared.cli_support import console
 from oppu.shared.data import base_users, load_lamp, select_test_users
 from oppu.shared.data.cohort import LampCohort
 from oppu.shared.federation import AUTO, RoundKey, RunKey, SimKey, free_port
-from oppu.shared.resources import PeakMemory
+from oppu.shared.resources import PeakMemory, release_memory
 from oppu.shared.tasks import TaskSpec
 from oppu.shared.training import TrainSettings
 from oppu.simulations.quickstart import sample_dir, small_model_personal_settings
@@ -73,6 +73,7 @@ def run_simulation(data: Path | None, out: Path, settings: SimulationSettings, *
     pooled = None
     if any(v.startswith("pooled-") for v in suite):
         pooled = prepare_pooled(cohort, base_dir, out, settings)
+    release_memory()  # the models used above are gone; the simulation needs the room
     run_config = simulation_run_config(data, out, task, cohort, suite, settings, pooled)
     memory = PeakMemory()
     result = _run_round(out, base_dir, run_config, len(cohort), settings, memory)
