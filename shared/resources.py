@@ -80,11 +80,10 @@ def process_peak_rss_mb() -> float:
 def release_memory() -> None:
     """Give freed memory back to the OS (glibc keeps it otherwise), e.g. after a model is
     dropped, so it does not count against the processes that run next."""
+    import contextlib
     import ctypes
     import gc
 
     gc.collect()
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to trim
