@@ -333,3 +333,23 @@ def test_cost_section_fits_growth_with_history_length(tmp_path):
     assert cost_figure(cost, tmp_path / "cost.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="fewer than two"):
         cost_figure({"per_user": per_user[:1]}, tmp_path / "none.png")
+
+
+def test_shift_table_sets_each_variant_beside_its_shifted_self():
+    from oppu.simulations.shift_report import shift_markdown, shift_rows
+
+    def table(values, **extra):
+        return {"task": "LaMP_2N", "kind": "classification", "users": 4,
+                "variants": {v: {"accuracy": a, "f1": 0.1, "count": 12.0}
+                             for v, a in values.items()}, **extra}
+
+    original = table({"oppu-k0": 0.5, "rag-k1": 0.6, "base-k0": 0.4})
+    shifted = table({"oppu-k0": 0.45, "rag-k1": 0.3, "majority": 0.2},
+                    settings={"history_shift": 0.5})
+    rows = shift_rows(original, shifted)
+    assert [r["variant"] for r in rows] == ["rag-k1", "oppu-k0"]  # paper order, shared only
+    assert rows[0]["change"] == pytest.approx(-0.3)
+    text = shift_markdown(original, shifted)
+    assert "| -0.300 |" in text and "0.5 most query-relevant" in text
+    with pytest.raises(ValueError, match="different tasks"):
+        shift_rows(original, {**shifted, "task": "LaMP_4"})
