@@ -59,13 +59,22 @@ def safe_name(user_id: str) -> str:
 
 
 def suite_key(round_cfg: RoundConfig, context: Context) -> str:
-    """A digest of what determines this user's result (not the run id or the keys)."""
+    """A digest of what determines this user's result (not the run id or the keys).
+
+    The pooled baseline adapter counts by content, not path: retrained for another cohort
+    at the same path, it is another experiment.
+    """
     fields = asdict(round_cfg)
     for name in ("round", "base_address", "base_key", "aggregation", "sealing_key"):
         fields.pop(name)
     fields["sim"] = {k: str(context.run_config.get(k, "")) for k in
-                     (SimKey.DATA, SimKey.MAX_HISTORY, SimKey.BASE_PATH, SimKey.POOLED_ADAPTER,
-                      SimKey.BASE_MODEL, SimKey.SHIFT)}
+                     (SimKey.DATA, SimKey.MAX_HISTORY, SimKey.BASE_PATH, SimKey.BASE_MODEL,
+                      SimKey.SHIFT)}
+    pooled = Path(str(context.run_config.get(SimKey.POOLED_ADAPTER, "") or ""))
+    weights = pooled / "adapter_model.safetensors"
+    fields["pooled"] = hashlib.sha256(weights.read_bytes()).hexdigest() \
+        if str(pooled) not in ("", ".") and weights.is_file() else ""
+    fields["key_format"] = RECORD_FORMAT
     text = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

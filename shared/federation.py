@@ -395,9 +395,17 @@ def launch(cmd: Sequence[str], *, log_path: str | Path,
 
 
 def stop(proc, *, grace: float = 10.0) -> None:
-    """SIGINT the process group, then SIGTERM, then SIGKILL; returns once it is gone."""
+    """SIGINT the process group, then SIGTERM, then SIGKILL; returns once it is gone.
+
+    Flower starts some helpers in sessions of their own (the SuperLink's SuperExec, and
+    below it the simulation runtime and Ray): they are found before the leader goes, and
+    stopped after it, so nothing outlives ``stop``.
+    """
     if proc is None:
         return
+    from oppu.shared.resources import descendants
+
+    family = descendants(proc.pid)
     for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
@@ -408,7 +416,30 @@ def stop(proc, *, grace: float = 10.0) -> None:
         # The leader is gone; helpers it spawned (superexec, clientapps) share its group.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-        return
+        break
+    _stop_stragglers(family)
+
+
+def _stop_stragglers(pids: Sequence[int], grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL, whichever of ``pids`` still run (e.g. Ray under SuperExec)."""
+    alive = [pid for pid in pids if _signal(pid, signal.SIGTERM)]
+    deadline = time.monotonic() + grace
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [pid for pid in alive if _signal(pid, 0)]
+    for pid in alive:
+        _signal(pid, signal.SIGKILL)
+
+
+def _signal(pid: int, sig: int) -> bool:
+    """Send ``sig`` to ``pid``; False when there is no such process (any more)."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return True
 
 
 def wait_for_port(host: str, port: int, timeout: float, *, proc=None, what: str = "server",

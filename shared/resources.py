@@ -39,15 +39,22 @@ def _rss_bytes(pid: int) -> int:
     return 0
 
 
-def tree_rss_bytes(root_pid: int) -> int:
-    """Resident memory of ``root_pid`` and all its descendants, now."""
+def descendants(root_pid: int) -> list[int]:
+    """Every process below ``root_pid`` now, whatever session or group it moved to."""
+    if not _PROC.is_dir():
+        return []
     children = _children_map()
-    total, stack = 0, [root_pid]
+    found, stack = [], list(children.get(root_pid, ()))
     while stack:
         pid = stack.pop()
-        total += _rss_bytes(pid)
+        found.append(pid)
         stack.extend(children.get(pid, ()))
-    return total
+    return found
+
+
+def tree_rss_bytes(root_pid: int) -> int:
+    """Resident memory of ``root_pid`` and all its descendants, now."""
+    return sum(_rss_bytes(pid) for pid in [root_pid, *descendants(root_pid)])
 
 
 class PeakMemory:

@@ -27,14 +27,21 @@ def growth_fit(per_user: list[Mapping[str, Any]]) -> tuple[float, float] | None:
 
 def cost_markdown(cost: Mapping[str, Any]) -> list[str]:
     """The cost section of ``table1.md`` as Markdown lines."""
-    lines = [f"- Users: {cost.get('users')}; round wall time {cost.get('round_seconds')} s; "
-             f"{cost.get('users_per_hour')} users per hour; {cost.get('workers')} "
-             "simulation worker(s), each loading the base once."]
-    lines.append(f"- Per-user wall time: median {cost.get('user_seconds_median')} s, "
-                 f"max {cost.get('user_seconds_max')} s (every variant of the suite).")
+    resumed = cost.get("resumed") or 0
+    lines = [f"- Users: {cost.get('users')} ({resumed} answered from an earlier run's "
+             f"record); this run's round took {cost.get('round_seconds')} s with "
+             f"{cost.get('workers_this_run')} simulation worker(s) training, each loading "
+             "the base once."]
+    lines.append(f"- Per-user wall time (every variant of the suite): median "
+                 f"{cost.get('user_seconds_median')} s, max {cost.get('user_seconds_max')} s; "
+                 f"{cost.get('users_per_hour_per_worker')} users per hour per worker.")
+    if cost.get("worker_peak_rss_mb_max"):
+        lines.append(f"- Peak resident memory of one worker: "
+                     f"{cost['worker_peak_rss_mb_max']:.0f} MB (largest over the users' "
+                     "records).")
     if cost.get("peak_rss_mb_all_processes") is not None:
-        lines.append(f"- Peak resident memory of all simulation processes together: "
-                     f"{cost['peak_rss_mb_all_processes']:.0f} MB.")
+        lines.append(f"- Peak resident memory of all simulation processes together during "
+                     f"this run: {cost['peak_rss_mb_all_processes']:.0f} MB.")
     fit = growth_fit(list(cost.get("per_user", ())))
     if fit is not None:
         lines.append(f"- Cost growth with history length: about {fit[0]:.0f} s + "

@@ -75,7 +75,7 @@ def run_simulation(data: Path | None, out: Path, settings: SimulationSettings, *
         pooled = prepare_pooled(cohort, base_dir, out, settings)
     release_memory()  # the models used above are gone; the simulation needs the room
     run_config = simulation_run_config(data, out, task, cohort, suite, settings, pooled)
-    memory = PeakMemory()
+    memory, run_started = PeakMemory(), time.time()
     result = _run_round(out, base_dir, run_config, len(cohort), settings, memory)
     records = collect_records(out, cohort, suite, result.base_version)
     table = {
@@ -86,7 +86,7 @@ def run_simulation(data: Path | None, out: Path, settings: SimulationSettings, *
         "seconds_round": round(result.seconds, 1), "run_id": result.run_id,
         "base_version": result.base_version, "data": str(data),
         "settings": _settings_summary(settings),
-        "cost": simulation_cost(records, result, memory),
+        "cost": simulation_cost(records, result, memory, run_started),
     }
     from oppu.simulations.report import write_report
 
@@ -234,30 +234,41 @@ def collect_records(out: Path, cohort: LampCohort, suite: tuple[str, ...],
             record = json.loads(path.read_text())
             if tuple(record.get("variants", ())) == suite and \
                     record.get("base_version", "") == base_version:
-                candidates.append((path.stat().st_mtime, record))
+                record["_mtime"] = path.stat().st_mtime
+                candidates.append((record["_mtime"], record))
         if candidates:
             records.append(max(candidates, key=lambda c: c[0])[1])
     return records
 
 
-def simulation_cost(records: list[dict], result: CohortResult, memory: PeakMemory) -> dict:
-    """What the run cost: per-user time, users per hour, memory (whole tree and per worker).
+def simulation_cost(records: list[dict], result: CohortResult, memory: PeakMemory,
+                    run_started: float) -> dict:
+    """What the users cost: per-user time, throughput, memory (whole tree and per worker).
 
-    Users answered from an earlier run's record keep that run's per-user seconds.
+    Per-user figures come from the users' records, so users a rerun answered from an
+    earlier record (``resumed``) keep what they cost then. Users per hour is the throughput
+    of one worker (3600 / mean seconds per user; Ray runs ``cpus / num-cpus`` at once); the
+    round's own wall time and the whole-tree memory describe this run only.
     """
-    seconds = sorted(float(r.get("seconds_total", 0.0)) for r in records)
+    seconds = [float(r.get("seconds_total", 0.0)) for r in records]
     per_user = [{"user": r["user"], "train_items": r["train_items"],
                  "history_items": r["history_items"], "seconds": r.get("seconds_total"),
-                 "worker_peak_rss_mb": r.get("worker_peak_rss_mb")} for r in records]
+                 "worker_peak_rss_mb": r.get("worker_peak_rss_mb"),
+                 "resumed": r.get("_mtime", run_started) < run_started} for r in records]
+    fresh = [r for r, u in zip(records, per_user, strict=True) if not u["resumed"]]
+    mean = sum(seconds) / len(seconds) if seconds else 0.0
+    ordered = sorted(seconds)
     return {
         "users": len(records),
+        "resumed": sum(u["resumed"] for u in per_user),
         "round_seconds": round(result.seconds, 1),
-        "users_per_hour": round(len(records) * 3600 / result.seconds, 1)
-        if result.seconds else None,
-        "user_seconds_median": seconds[len(seconds) // 2] if seconds else None,
-        "user_seconds_max": seconds[-1] if seconds else None,
+        "users_per_hour_per_worker": round(3600 / mean, 1) if mean else None,
+        "user_seconds_median": ordered[len(ordered) // 2] if ordered else None,
+        "user_seconds_max": ordered[-1] if ordered else None,
         "peak_rss_mb_all_processes": memory.peak_mb,
-        "workers": len({r.get("worker_pid") for r in records}),
+        "worker_peak_rss_mb_max": max((r.get("worker_peak_rss_mb") or 0.0 for r in records),
+                                      default=None),
+        "workers_this_run": len({r.get("worker_pid") for r in fresh}),
         "per_user": per_user,
     }
 

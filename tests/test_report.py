@@ -325,11 +325,13 @@ def test_cost_section_fits_growth_with_history_length(tmp_path):
     intercept, slope = growth_fit(per_user)
     assert intercept == pytest.approx(10.0) and slope == pytest.approx(0.5)
     assert growth_fit(per_user[:2]) is None
-    cost = {"users": 4, "round_seconds": 120.0, "users_per_hour": 120.0, "workers": 1,
-            "user_seconds_median": 18.0, "user_seconds_max": 42.0,
-            "peak_rss_mb_all_processes": 2048.0, "per_user": per_user}
+    cost = {"users": 4, "resumed": 1, "round_seconds": 120.0, "users_per_hour_per_worker": 120.0,
+            "workers_this_run": 1, "user_seconds_median": 18.0, "user_seconds_max": 42.0,
+            "peak_rss_mb_all_processes": 2048.0, "worker_peak_rss_mb_max": 1500.0,
+            "per_user": per_user}
     text = "\n".join(cost_markdown(cost))
-    assert "120.0 users per hour" in text and "2048 MB" in text and "0.50 s per training" in text
+    assert "120.0 users per hour per worker" in text and "2048 MB" in text
+    assert "1500 MB" in text and "0.50 s per training" in text and "(1 answered" in text
     assert cost_figure(cost, tmp_path / "cost.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="fewer than two"):
         cost_figure({"per_user": per_user[:1]}, tmp_path / "none.png")

@@ -81,7 +81,7 @@ class _Context:
         self.run_config = run_config
 
 
-def test_resume_key_ignores_run_specifics_but_not_settings():
+def test_resume_key_ignores_run_specifics_but_not_settings(tmp_path: Path):
     cfg = RoundConfig(task="LaMP_2N", suite="base-k0,oppu-k0")
     ctx = _Context({"sim-data": "/d", "max-history": 8})
     key = suite_key(cfg, ctx)
@@ -89,6 +89,17 @@ def test_resume_key_ignores_run_specifics_but_not_settings():
     assert key != suite_key(replace(cfg, lr=5e-3), ctx)
     assert key != suite_key(replace(cfg, suite="base-k0"), ctx)
     assert key != suite_key(cfg, _Context({"sim-data": "/d", "max-history": 16}))
+    assert key != suite_key(cfg, _Context({"sim-data": "/d", "max-history": 8,
+                                           "history-shift": 0.5}))
+
+
+    pooled = tmp_path / "pooled"
+    pooled.mkdir()
+    (pooled / "adapter_model.safetensors").write_bytes(b"one cohort")
+    with_pooled = _Context({"sim-data": "/d", "max-history": 8, "pooled-adapter": str(pooled)})
+    first = suite_key(cfg, with_pooled)
+    (pooled / "adapter_model.safetensors").write_bytes(b"another cohort")
+    assert suite_key(cfg, with_pooled) != first  # same path, other weights: not resumable
 
 
 def test_user_ids_become_distinct_directory_names():
@@ -177,7 +188,8 @@ def test_simulation_writes_report_and_adapters_and_keeps_the_base_once(smoke):
     records = [json.loads(p.read_text()) for p in out.glob("users/*/suite-*.json")]
     assert {r["worker_model_loads"] for r in records} == {1}
     assert len({r["worker_pid"] for r in records}) < SMOKE_USERS
-    assert table["cost"]["users"] == SMOKE_USERS and table["cost"]["users_per_hour"] > 0
+    assert table["cost"]["users"] == SMOKE_USERS and table["cost"]["resumed"] == 0
+    assert table["cost"]["users_per_hour_per_worker"] > 0
     assert table["cost"]["peak_rss_mb_all_processes"] > 0
     # The base travelled over the BaseStore (TLS), into one cache all virtual clients share.
     assert [p.name for p in (out / "base-cache").iterdir() if p.is_dir()] \
@@ -194,4 +206,5 @@ def test_a_rerun_resumes_from_the_users_records(smoke):
     again = run_simulation(data, out, settings, base=base_artifact(), plots=False)
     assert {p: p.stat().st_mtime_ns for p in records} == before  # nobody retrained
     assert again["variants"] == table["variants"]
+    assert again["cost"]["resumed"] == SMOKE_USERS
     assert again["seconds_round"] < table["seconds_round"]
