@@ -73,10 +73,7 @@ def _layout_mismatch(user: str, layout: dict, ref_user: str, ref: dict) -> str:
 
 
 def _flat(handle: Any, key: str) -> np.ndarray:
-    tensor = handle.get_tensor(key)
-    if not isinstance(tensor, np.ndarray):  # a torch tensor (bf16 and friends)
-        tensor = tensor.float().numpy()
-    return np.asarray(tensor, dtype=np.float64).reshape(-1)
+    return np.asarray(_tensor(handle, key), dtype=np.float64).reshape(-1)
 
 
 def _read_flat(user: str, file: Path, handle: Any, key: str) -> np.ndarray:
@@ -84,12 +81,41 @@ def _read_flat(user: str, file: Path, handle: Any, key: str) -> np.ndarray:
         return _flat(handle, key)
 
 
-def adapter_similarity(paths: Mapping[str, str | Path]) -> tuple[list[str], np.ndarray]:
-    """Cosine similarity of users' adapters, each flattened over its tensors in key order.
+def _units(keys: list[str]) -> list[tuple[str, ...]]:
+    """What to compare, in order: (lora_A, lora_B) key pairs, and every other tensor alone."""
+    paired = {k for k in keys if ".lora_A." in k and k.replace(".lora_A.", ".lora_B.") in keys}
+    units: list[tuple[str, ...]] = []
+    for key in sorted(keys):
+        if key in paired:
+            units.append((key, key.replace(".lora_A.", ".lora_B.")))
+        elif not (".lora_B." in key and key.replace(".lora_B.", ".lora_A.") in paired):
+            units.append((key,))
+    return units
 
-    Accumulates the Gram matrix one tensor at a time, so memory stays at users x largest
-    tensor even for many users of a large base. An all-zero adapter gets NaN similarities.
-    A missing, corrupt or unreadable file raises ValueError naming its user.
+
+def _read_unit(user: str, file: Path, handle: Any, unit: tuple[str, ...]) -> np.ndarray:
+    """A tensor flattened, or for a LoRA pair its weight update B @ A flattened."""
+    if len(unit) == 1:
+        return _read_flat(user, file, handle, unit[0])
+    with _reading(user, file):
+        a, b = (np.asarray(_tensor(handle, k), dtype=np.float64) for k in unit)
+    return (b.reshape(b.shape[0], -1) @ a.reshape(a.shape[0], -1)).reshape(-1)
+
+
+def _tensor(handle: Any, key: str) -> np.ndarray:
+    tensor = handle.get_tensor(key)
+    return tensor if isinstance(tensor, np.ndarray) else tensor.float().numpy()
+
+
+def adapter_similarity(paths: Mapping[str, str | Path]) -> tuple[list[str], np.ndarray]:
+    """Cosine similarity of users' adapters: what each user's data changed, side by side.
+
+    LoRA modules count by their weight update ``B @ A``: every user's ``A`` starts from the
+    same seeded random init and barely moves in a short training, so raw tensors would
+    look ~0.99 alike whatever the users taught them. Other tensors count as they are.
+    Accumulates the Gram matrix one module at a time (memory: users x largest module).
+    An all-zero adapter gets NaN similarities. A missing, corrupt or unreadable file
+    raises ValueError naming its user.
     """
     users = list(paths)
     if not users:
@@ -108,8 +134,8 @@ def adapter_similarity(paths: Mapping[str, str | Path]) -> tuple[list[str], np.n
             if layouts[user] != layouts[ref]:
                 raise ValueError(_layout_mismatch(user, layouts[user], ref, layouts[ref]))
         gram = np.zeros((len(users), len(users)))
-        for key in sorted(layouts[ref]):
-            block = np.stack([_read_flat(user, files[user], handles[user], key)
+        for unit in _units(list(layouts[ref])):
+            block = np.stack([_read_unit(user, files[user], handles[user], unit)
                               for user in users])
             gram += block @ block.T
     norms = np.sqrt(np.diag(gram))

@@ -355,3 +355,26 @@ def test_shift_table_sets_each_variant_beside_its_shifted_self():
     assert "| -0.300 |" in text and "0.5 most query-relevant" in text
     with pytest.raises(ValueError, match="different tasks"):
         shift_rows(original, {**shifted, "task": "LaMP_4"})
+
+
+def test_lora_adapters_compare_by_their_weight_update_not_the_shared_init(tmp_path):
+    from safetensors.numpy import save_file
+
+    from oppu.simulations.adapter_similarity import adapter_similarity
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2, 6)).astype(np.float32)  # the seeded init every user shares
+    key = "base_model.model.layers.0.self_attn.q_proj.lora_{}.weight"
+    users = {}
+    for name, b in (("u1", [[1, 0], [0, 0], [0, 0]]), ("u2", [[0, 0], [0, 0], [0, 1]]),
+                    ("u3", [[2, 0], [0, 0], [0, 0]])):
+        path = tmp_path / name
+        path.mkdir()
+        save_file({key.format("A"): a, key.format("B"): np.array(b, dtype=np.float32)},
+                  str(path / "adapter_model.safetensors"))
+        users[name] = path
+    names, matrix = adapter_similarity(users)
+    assert names == ["u1", "u2", "u3"]
+    # Raw tensors would be ~alike (A dominates); the updates B @ A of u1 and u2 share nothing.
+    assert matrix[0, 1] == pytest.approx(0.0, abs=1e-6)
+    assert matrix[0, 2] == pytest.approx(1.0)
