@@ -167,10 +167,9 @@ def personalize_round(round_cfg: RoundConfig, context: Context) -> list[float]:
     (``federation/run-<id>-round-<n>.json``): the user's own record, never sent.
     """
     apply_cpu_defaults()
-    from oppu.client.adapter_store import AdapterStore
     from oppu.client.simulation import is_simulation, run_simulated_user
-    from oppu.client.workflow import personalize_user
     from oppu.shared.atomic import write_text_atomic
+    from oppu.shared.block_metric import BlockMetric
     from oppu.shared.cli_support import quiet_libraries
     from oppu.shared.data import read_history
     from oppu.shared.metrics import make_metric
@@ -189,44 +188,64 @@ def personalize_round(round_cfg: RoundConfig, context: Context) -> list[float]:
     model, tokenizer, _plan = load_base_model(str(base_dir), device=node.device)
     metric = make_metric(task.kind, labels)
     if round_cfg.suite:
-        return _deployed_suite(model, tokenizer, task, history, settings, round_cfg, node,
-                               labels)
-    outcome = personalize_user(
-        model, tokenizer, task, history, settings, store=AdapterStore(node.data_dir),
-        base_source=f"federation:{round_cfg.base_version}", holdout=round_cfg.holdout_value,
-        eval_k=round_cfg.k, evaluate_baseline=False, labels=labels or None,
-        show_progress=False)
-    stats = outcome.personal.stats if outcome.personal is not None else metric.new_stats()
-    vector = metric.to_vector(stats)
+        local = _deployed_suite(model, tokenizer, task, history, settings, round_cfg, node,
+                                labels)
+    else:
+        local = _personal_round(model, tokenizer, task, history, settings, round_cfg, node,
+                                labels)
+    vector = local.pop("vector")
+    names = BlockMetric(metric, round_cfg.blocks).stat_names() if round_cfg.suite \
+        else metric.stat_names()
     record = node.data_dir / "federation" / f"run-{context.run_id}-round-{round_cfg.round}.json"
     record.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(record, json.dumps({
         "run_id": str(context.run_id), "node_id": str(context.node_id),
         "round": round_cfg.round, "task": task.name, "aggregation": round_cfg.aggregation,
-        "stat_names": metric.stat_names(), "vector": vector, "metrics": metric.compute(stats),
-        "train_items": outcome.train_items, "evaluated": outcome.evaluated_queries,
-        "seconds": outcome.seconds}, indent=2))
-    log.info("round %d done in %.0f s; your metrics: %s", round_cfg.round,
-             outcome.seconds, metric.compute(stats))
+        "stat_names": names, "vector": vector, **local}, indent=2))
+    log.info("round %d done in %.0f s; your metrics: %s", round_cfg.round, local["seconds"],
+             local["metrics"])
     return vector
 
 
+def _personal_round(model, tokenizer, task, history, settings, round_cfg: RoundConfig,
+                    node: NodeSettings, labels: tuple[str, ...]) -> dict:
+    """An ordinary round: this user's adapter on their held-out items (vector and record)."""
+    from oppu.client.adapter_store import AdapterStore
+    from oppu.client.workflow import personalize_user
+    from oppu.shared.metrics import make_metric
+
+    outcome = personalize_user(
+        model, tokenizer, task, history, settings, store=AdapterStore(node.data_dir),
+        base_source=f"federation:{round_cfg.base_version}", holdout=round_cfg.holdout_value,
+        eval_k=round_cfg.k, evaluate_baseline=False, labels=labels or None,
+        show_progress=False)
+    metric = make_metric(task.kind, labels)
+    stats = outcome.personal.stats if outcome.personal is not None else metric.new_stats()
+    return {"vector": metric.to_vector(stats), "metrics": metric.compute(stats),
+            "train_items": outcome.train_items, "evaluated": outcome.evaluated_queries,
+            "seconds": outcome.seconds}
+
+
 def _deployed_suite(model, tokenizer, task, history, settings, round_cfg: RoundConfig,
-                    node: NodeSettings, labels: tuple[str, ...]) -> list[float]:
+                    node: NodeSettings, labels: tuple[str, ...]) -> dict:
     """A suite round on a real user's machine: every variant on their held-out items."""
+    import time
+
     from oppu.client.adapter_store import AdapterStore
     from oppu.client.suite import run_suite
     from oppu.client.workflow import heldout_queries
     from oppu.shared.data import split_history
     from oppu.shared.metrics import make_metric
 
+    started = time.perf_counter()
     train, heldout = split_history(history, round_cfg.holdout_value)
     queries = heldout_queries(task, train, heldout, labels or None)
     outcome = run_suite(model, tokenizer, task, train, queries, round_cfg.blocks, settings,
                         labels=labels or None, store=AdapterStore(node.data_dir))
-    log.info("suite round %d done: %s", round_cfg.round,
-             {v: r.metrics for v, r in outcome.results.items()})
-    return outcome.vector(make_metric(task.kind, labels))
+    return {"vector": outcome.vector(make_metric(task.kind, labels)),
+            "metrics": {v: r.metrics for v, r in outcome.results.items()},
+            "train_items": outcome.train_items, "evaluated": outcome.queries,
+            "seconds": time.perf_counter() - started}
 
 
 def round_settings(round_cfg: RoundConfig):

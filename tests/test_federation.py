@@ -441,3 +441,21 @@ def test_coordinator_refuses_a_busy_port_and_leaves_nothing_running(tmp_path: Pa
         with pytest.raises(OppuError, match="already in use"), coordinator:
             pass
     assert coordinator.base_server is None and coordinator.superlink is None
+
+
+@pytest.mark.slow
+def test_a_suite_round_sums_every_variant_of_real_clients(tmp_path_factory):
+    """Deployment with a suite: each SuperNode scores several variants on its held-out items;
+    the coordinator's SecAgg+ sum holds every variant's block, equal to the clients' own."""
+    suite = "base-k0,majority,oppu-k0"
+    run = run_federation(tmp_path_factory.mktemp("fed-suite"), 3, SECAGG,
+                         **{RoundKey.SUITE: suite})
+    result = run.result
+    assert result.clients == 3 and result.failures == 0
+    assert list(result.variants) == suite.split(",")
+    assert result.sums == _expected_sum(run)
+    for metrics in result.variants.values():
+        assert metrics["count"] == 6  # 2 held-out items per user
+    for client in run.clients:
+        assert client.record["stat_names"] == result.stat_names
+        assert set(client.record["metrics"]) == set(suite.split(","))
