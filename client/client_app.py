@@ -189,10 +189,10 @@ def personalize_round(round_cfg: RoundConfig, context: Context) -> list[float]:
     metric = make_metric(task.kind, labels)
     if round_cfg.suite:
         local = _deployed_suite(model, tokenizer, task, history, settings, round_cfg, node,
-                                labels)
+                                labels, metric)
     else:
         local = _personal_round(model, tokenizer, task, history, settings, round_cfg, node,
-                                labels)
+                                labels, metric)
     vector = local.pop("vector")
     names = BlockMetric(metric, round_cfg.blocks).stat_names() if round_cfg.suite \
         else metric.stat_names()
@@ -208,18 +208,16 @@ def personalize_round(round_cfg: RoundConfig, context: Context) -> list[float]:
 
 
 def _personal_round(model, tokenizer, task, history, settings, round_cfg: RoundConfig,
-                    node: NodeSettings, labels: tuple[str, ...]) -> dict:
+                    node: NodeSettings, labels: tuple[str, ...], metric) -> dict:
     """An ordinary round: this user's adapter on their held-out items (vector and record)."""
     from oppu.client.adapter_store import AdapterStore
     from oppu.client.workflow import personalize_user
-    from oppu.shared.metrics import make_metric
 
     outcome = personalize_user(
         model, tokenizer, task, history, settings, store=AdapterStore(node.data_dir),
         base_source=f"federation:{round_cfg.base_version}", holdout=round_cfg.holdout_value,
         eval_k=round_cfg.k, evaluate_baseline=False, labels=labels or None,
         show_progress=False)
-    metric = make_metric(task.kind, labels)
     stats = outcome.personal.stats if outcome.personal is not None else metric.new_stats()
     return {"vector": metric.to_vector(stats), "metrics": metric.compute(stats),
             "train_items": outcome.train_items, "evaluated": outcome.evaluated_queries,
@@ -227,22 +225,19 @@ def _personal_round(model, tokenizer, task, history, settings, round_cfg: RoundC
 
 
 def _deployed_suite(model, tokenizer, task, history, settings, round_cfg: RoundConfig,
-                    node: NodeSettings, labels: tuple[str, ...]) -> dict:
+                    node: NodeSettings, labels: tuple[str, ...], metric) -> dict:
     """A suite round on a real user's machine: every variant on their held-out items."""
-    import time
-
     from oppu.client.adapter_store import AdapterStore
     from oppu.client.suite import run_suite
     from oppu.client.workflow import heldout_queries
     from oppu.shared.data import split_history
-    from oppu.shared.metrics import make_metric
 
     started = time.perf_counter()
     train, heldout = split_history(history, round_cfg.holdout_value)
     queries = heldout_queries(task, train, heldout, labels or None)
     outcome = run_suite(model, tokenizer, task, train, queries, round_cfg.blocks, settings,
                         labels=labels or None, store=AdapterStore(node.data_dir))
-    return {"vector": outcome.vector(make_metric(task.kind, labels)),
+    return {"vector": outcome.vector(metric),
             "metrics": {v: r.metrics for v, r in outcome.results.items()},
             "train_items": outcome.train_items, "evaluated": outcome.queries,
             "seconds": time.perf_counter() - started}

@@ -83,6 +83,14 @@ def train_private_adapter(
     if not history:
         raise ValueError("This user's history is empty: there is nothing to personalize on.")
     examples = training_examples(task, history, settings.k, labels, profile)
+    return train_on_examples(model, tokenizer, task, examples, settings,
+                             show_progress=show_progress, description=description)
+
+
+def train_on_examples(model, tokenizer, task: TaskSpec, examples: Sequence[Example],
+                      settings: PersonalizeSettings, *, show_progress: bool = True,
+                      description: str = "personalizing") -> TrainReport:
+    """The recipe itself: tokenize, then train for the settings' (or the task's) epochs."""
     tokenized = [tokenize_example(tokenizer, ex, settings.train.max_length) for ex in examples]
     return train_loop(
         model,

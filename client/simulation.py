@@ -24,7 +24,7 @@ from pathlib import Path
 
 from flwr.app import Context
 
-from oppu.shared.federation import PERSONAL_BLOCK, RoundConfig, SimKey
+from oppu.shared.federation import PERSONAL_BLOCK, NodeKey, RoundConfig, SimKey
 from oppu.shared.resources import process_peak_rss_mb
 
 log = logging.getLogger("oppu.client.federation")
@@ -83,8 +83,11 @@ def suite_variants(round_cfg: RoundConfig) -> tuple[str, ...]:
     """The variant each stats block holds; an ordinary round is its one personal adapter."""
     if round_cfg.suite:
         return round_cfg.blocks
+    from oppu.client.suite import PEFT_ALIASES
+
     profile = "" if round_cfg.profile_mode == "none" else f"{round_cfg.profile_mode}-"
-    method = {"lora": "", "ia3": "ia3-", "prompt_tuning": "pt-"}[round_cfg.peft_method]
+    short = {registry: alias for alias, registry in PEFT_ALIASES.items()}[round_cfg.peft_method]
+    method = "" if short == "lora" else f"{short}-"
     return (f"{profile}oppu-{method}k{round_cfg.k}",)
 
 
@@ -100,7 +103,6 @@ def run_simulated_user(round_cfg: RoundConfig, context: Context, settings) -> li
     from oppu.shared.atomic import write_text_atomic
     from oppu.shared.data.cohort import load_cohort
     from oppu.shared.metrics import make_metric
-    from oppu.shared.retrieval import least_relevant
     from oppu.shared.tasks import get_task
 
     task = get_task(round_cfg.task)
@@ -110,21 +112,17 @@ def run_simulated_user(round_cfg: RoundConfig, context: Context, settings) -> li
     record_path = user_dir / f"suite-{suite_key(round_cfg, context)}.json"
     blocks = round_cfg.blocks
     if record_path.is_file():
-        record = json.loads(record_path.read_text())
         log.info("user %s: already done in an earlier run, answering from %s", user.user_id,
                  record_path)
-        return [v for block in blocks for v in record["vectors"][_variant_of(block, record)]]
+        return record_vector(blocks, json.loads(record_path.read_text()))
 
     labels = round_cfg.labels or tuple(task.labels or ())
     max_history = int(context.run_config.get(SimKey.MAX_HISTORY, 0) or 0)
-    history = user.recent_history(max_history)
-    answered = [q for q in user.queries if q.gold is not None]
     shift = float(context.run_config.get(SimKey.SHIFT, 0.0) or 0.0)
-    if shift:
-        history = least_relevant(task, history, [q.input for q in answered], 1.0 - shift)
+    history = user.training_history(max_history, shift)
     # Queries retrieve from the user's profile; under a shift, from the shifted history only.
     queries = [EvalQuery(q.input, str(q.gold), tuple(history) if shift else tuple(q.profile))
-               for q in answered]
+               for q in user.answered]
     variants = suite_variants(round_cfg)
     pooled = str(context.run_config.get(SimKey.POOLED_ADAPTER, "") or "")
     model, tokenizer = simulation_base(round_cfg, context)
@@ -133,22 +131,26 @@ def run_simulated_user(round_cfg: RoundConfig, context: Context, settings) -> li
                         settings, labels=labels or None, store=AdapterStore(user_dir),
                         pooled_adapter=Path(pooled) if pooled else None)
     metric = make_metric(task.kind, labels)
-    vectors = {v: metric.to_vector(outcome.results[v].stats) for v in variants}
-    write_text_atomic(record_path, json.dumps({
+    record = {
         "format": RECORD_FORMAT, "user": user.user_id, "partition": user.partition,
         "task": task.name, "kind": task.kind.value, "labels": list(labels),
         "history_items": len(user.history), "train_items": len(history),
         "queries": len(queries), "stat_names": metric.stat_names(), "variants": list(variants),
-        "vectors": vectors,
+        "vectors": {v: metric.to_vector(outcome.results[v].stats) for v in variants},
         "metrics": {v: metric.compute(outcome.results[v].stats) for v in variants},
         "seconds": outcome.seconds, "adapters": outcome.adapters,
         "seconds_total": round(time.perf_counter() - started, 2),
         "worker_pid": os.getpid(), "worker_peak_rss_mb": process_peak_rss_mb(),
-        "worker_model_loads": _LOADS[0],
-        "base_version": round_cfg.base_version}, indent=2, default=_json_number))
+        "worker_model_loads": _LOADS[0], "base_version": round_cfg.base_version}
+    write_text_atomic(record_path, json.dumps(record, indent=2, default=_json_number))
     log.info("user %s (%d items, %d queries) done in %.0f s", user.user_id, len(history),
              len(queries), time.perf_counter() - started)
-    return [v for block, variant in zip(blocks, variants, strict=True) for v in vectors[variant]]
+    return record_vector(blocks, record)
+
+
+def record_vector(blocks: tuple[str, ...], record: dict) -> list[float]:
+    """The round's stats vector from a user's record: each block's variant, in order."""
+    return [v for block in blocks for v in record["vectors"][_variant_of(block, record)]]
 
 
 def _variant_of(block: str, record: dict) -> str:
@@ -168,25 +170,33 @@ def simulation_base(round_cfg: RoundConfig, context: Context):
     """
     from oppu.shared.model import load_base_model
 
-    base = str(context.run_config.get(SimKey.BASE_PATH, "") or "")
-    if base:
-        from oppu.shared.base_artifact import verify_artifact
-
-        verify_artifact(Path(base).expanduser())
-    elif round_cfg.base_address:
-        base = str(_fetch_served_base(round_cfg, context))
-    else:
-        base = str(context.run_config.get(SimKey.BASE_MODEL, "") or "")
-        log.warning("no base-path and no served base: using the untuned base model %s",
-                    base or "(embedded)")
-    device = str(context.node_config.get("device", "auto") or "auto")
-    key = (base, device)
+    base_path = str(context.run_config.get(SimKey.BASE_PATH, "") or "")
+    device = str(context.node_config.get(NodeKey.DEVICE, "auto") or "auto")
+    # What the run names, before any I/O: a loaded base is not verified or fetched again.
+    key = (base_path or round_cfg.base_version or round_cfg.base_address
+           or str(context.run_config.get(SimKey.BASE_MODEL, "")), device)
     if key not in _MODELS:
         _MODELS.clear()  # one base per worker: a new one replaces the old
-        model, tokenizer, _plan = load_base_model(base or None, device=device)
+        model, tokenizer, _plan = load_base_model(_resolve_base(base_path, round_cfg, context)
+                                                  or None, device=device)
         _MODELS[key] = (model, tokenizer)
         _LOADS[0] += 1
     return _MODELS[key]
+
+
+def _resolve_base(base_path: str, round_cfg: RoundConfig, context: Context) -> str:
+    """The base's directory (verified or fetched), or the ``base-model`` name."""
+    if base_path:
+        from oppu.shared.base_artifact import verify_artifact
+
+        verify_artifact(Path(base_path).expanduser())
+        return base_path
+    if round_cfg.base_address:
+        return str(_fetch_served_base(round_cfg, context))
+    base = str(context.run_config.get(SimKey.BASE_MODEL, "") or "")
+    log.warning("no base-path and no served base: using the untuned base model %s",
+                base or "(embedded)")
+    return base
 
 
 def _fetch_served_base(round_cfg: RoundConfig, context: Context) -> Path:

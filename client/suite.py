@@ -24,7 +24,7 @@ from oppu.client.personalize import (
     train_private_adapter,
 )
 from oppu.client.profiles import model_id_of
-from oppu.client.workflow import history_labels, item_key, user_profile
+from oppu.client.workflow import adapter_metadata, history_labels, item_key, user_profile
 from oppu.shared.metrics import MetricSpec, make_metric
 from oppu.shared.retrieval import HistoryIndex
 from oppu.shared.tasks import TaskKind, TaskSpec
@@ -257,21 +257,12 @@ class _SuiteRun:
 
     def _metadata(self, variant: Variant, settings: PersonalizeSettings,
                   profile: str | None) -> dict:
-        """The keys ``personalize_user`` writes, plus the variant, so either loads alike."""
-        return {
-            "task": self.task.name,
-            "variant": variant.name,
-            "base_model": model_id_of(self.model),
-            "peft": variant.peft_method,
-            "k": settings.k,
-            "profile": settings.profile,
-            "profile_text": profile,
-            "labels": list(self.labels) if self.labels else None,
-            "train": settings.train.to_dict(),
-            "trained_item_keys": sorted({item_key(i) for i in self.history}),
-            "history_items": len(self.history),
-            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
+        """``personalize_user``'s metadata plus the variant, so either loads alike."""
+        return adapter_metadata(
+            self.task, settings, base_model=model_id_of(self.model),
+            peft=str(variant.peft_method), profile=profile, labels=self.labels,
+            item_keys={item_key(i) for i in self.history}, history_items=len(self.history),
+            variant=variant.name)
 
     def _pooled(self, variant: Variant) -> EvalResult:
         from peft import PeftModel

@@ -45,6 +45,26 @@ def item_key(item: Mapping) -> str:
     return hashlib.sha256(json.dumps(item, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def adapter_metadata(task: TaskSpec, settings: PersonalizeSettings, *, base_model: str,
+                     peft: str, profile: str | None, labels: Sequence[str] | None,
+                     item_keys: set[str], history_items: int, **extra: object) -> dict:
+    """What a saved adapter records: enough to reload it, continue it, and explain it."""
+    return {
+        "task": task.name,
+        **extra,
+        "base_model": base_model,
+        "peft": peft,
+        "k": settings.k,
+        "profile": settings.profile,
+        "profile_text": profile,
+        "labels": list(labels) if labels else None,
+        "train": settings.train.to_dict(),
+        "trained_item_keys": sorted(item_keys),
+        "history_items": history_items,
+        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
 def history_labels(task: TaskSpec, history: Sequence[Mapping]) -> tuple[str, ...] | None:
     """The task's labels plus any the user's own history uses (their label universe)."""
     if not task.labels or task.target_field is None:
@@ -145,19 +165,12 @@ def personalize_user(
                                         show_progress=show_progress)
         adapter_path = None
         if store is not None and report is not None:
-            adapter_path = str(store.save(peft_model, task.name, {
-                "task": task.name,
-                "base_model": base_source,
-                "peft": str(peft_model.active_peft_config.peft_type.value).lower(),
-                "k": settings.k,
-                "profile": settings.profile,
-                "profile_text": profile,
-                "labels": list(labels) if labels else None,
-                "train": settings.train.to_dict(),
-                "trained_item_keys": sorted(seen | {item_key(i) for i in new_items}),
-                "history_items": len(seen) + len(new_items),
-                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }))
+            adapter_path = str(store.save(peft_model, task.name, adapter_metadata(
+                task, settings, base_model=base_source,
+                peft=str(peft_model.active_peft_config.peft_type.value).lower(),
+                profile=profile, labels=labels,
+                item_keys=seen | {item_key(i) for i in new_items},
+                history_items=len(seen) + len(new_items))))
     finally:
         detach_adapter(peft_model)  # the base is clean again for the next user or query
     return Outcome(task.name, len(train), len(queries), report, baseline, personal,

@@ -111,10 +111,9 @@ class CohortResult:
         return dict(zip(self.stat_names, self.sums, strict=True))
 
     def to_json(self) -> str:
-        data = asdict(self)
-        data["metrics"] = _nan_to_none(self.metrics)
-        data["variants"] = {v: _nan_to_none(m) for v, m in self.variants.items()}
-        return json.dumps(data, indent=2)
+        from oppu.shared.metrics import json_safe
+
+        return json.dumps(json_safe(asdict(self)), indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> CohortResult:
@@ -122,10 +121,6 @@ class CohortResult:
         data["metrics"] = _none_to_nan(data["metrics"])
         data["variants"] = {v: _none_to_nan(m) for v, m in data.get("variants", {}).items()}
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-
-
-def _nan_to_none(values: Mapping[str, float]) -> dict[str, float | None]:
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}
 
 
 def _none_to_nan(values: Mapping[str, float | None]) -> dict[str, float]:

@@ -36,14 +36,13 @@ class BlockMetric(MetricSpec):
     def stat_names(self) -> list[str]:
         return [f"{b}{SEPARATOR}{n}" for b in self.blocks for n in self.inner.stat_names()]
 
+    def whole_stat_names(self) -> list[str]:
+        whole = self.inner.whole_stat_names()
+        return [f"{b}{SEPARATOR}{n}" for b in self.blocks for n in whole]
+
     def block(self, stats: Stats, name: str) -> Stats:
         """One variant's statistics, under the inner metric's names."""
         return {n: stats[f"{name}{SEPARATOR}{n}"] for n in self.inner.stat_names()}
-
-    def join(self, per_block: dict[str, Stats]) -> Stats:
-        """The flat statistics of every block's inner statistics."""
-        return {f"{b}{SEPARATOR}{n}": float(per_block[b][n])
-                for b in self.blocks for n in self.inner.stat_names()}
 
     def update(self, stats: Stats, prediction: str, gold: str) -> None:
         raise TypeError("a block metric has no single prediction; update each variant's "

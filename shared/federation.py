@@ -87,16 +87,6 @@ PERSONAL_BLOCK = "personal"
 """The one stats block of an ordinary round (no suite): the user's personal adapter."""
 
 
-def split_blocks(vector: Sequence[float], blocks: Sequence[str],
-                 block_size: int) -> dict[str, list[float]]:
-    """Cut a client's (or the cohort's summed) vector into its per-variant stats blocks."""
-    if len(vector) != len(blocks) * block_size:
-        raise ValueError(f"a stats vector of {len(vector)} values does not hold {len(blocks)} "
-                         f"blocks of {block_size}.")
-    return {name: list(vector[i * block_size:(i + 1) * block_size])
-            for i, name in enumerate(blocks)}
-
-
 class NodeKey:
     """``--node-config`` keys of a SuperNode: the client's private settings."""
 
@@ -188,7 +178,7 @@ class RoundConfig:
 
     @property
     def blocks(self) -> tuple[str, ...]:
-        """Names of the stats blocks a client's vector holds, in order (see ``split_blocks``)."""
+        """Names of the stats blocks a client's vector holds, in order (``BlockMetric``)."""
         names = tuple(v.strip() for v in self.suite.split(",") if v.strip())
         return names or (PERSONAL_BLOCK,)
 
@@ -327,20 +317,10 @@ def decode_mean(mean: Sequence[float], clients: int, stat_bound: float,
     return [m * clients * stat_bound / clip for m in mean]
 
 
-_WHOLE = {"classification": None, "rating": ("count",), "generation": ("count",)}
-"""Statistics that are whole numbers by construction (None: all of them)."""
-
-
 def snap_whole(metric: MetricSpec, stats: Stats, max_error: float) -> Stats:
     """Round the statistics that must be whole numbers, if within ``max_error`` of one."""
-    from oppu.shared.block_metric import BlockMetric
-
-    if isinstance(metric, BlockMetric):
-        return metric.join({b: snap_whole(metric.inner, metric.block(stats, b), max_error)
-                            for b in metric.blocks})
-    names = _WHOLE.get(metric.kind, ("count",)) or metric.stat_names()
     out = dict(stats)
-    for name in names:
+    for name in metric.whole_stat_names():
         nearest = round(out[name])
         if abs(out[name] - nearest) <= max(max_error, 1e-6):
             out[name] = float(nearest)
@@ -435,9 +415,7 @@ def _signal(pid: int, sig: int) -> bool:
     """Send ``sig`` to ``pid``; False when there is no such process (any more)."""
     try:
         os.kill(pid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+    except (ProcessLookupError, PermissionError):
         return False
     return True
 

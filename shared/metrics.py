@@ -57,6 +57,10 @@ class MetricSpec(ABC):
     def _check(self, stats: Stats) -> list[str]:
         """Kind-specific impossibilities in ``stats`` (already known finite and >= 0)."""
 
+    def whole_stat_names(self) -> list[str]:
+        """Statistics that are whole numbers by construction (counts)."""
+        return ["count"]
+
     def new_stats(self) -> Stats:
         """All-zero statistics: the identity of ``add``."""
         return dict.fromkeys(self.stat_names(), 0.0)
@@ -177,6 +181,9 @@ class ClassificationMetric(MetricSpec):
     def stat_names(self) -> list[str]:
         per_class = [f"{s}[{lab}]" for s in ("tp", "fp", "fn") for lab in self.labels]
         return ["count", "correct", *per_class]
+
+    def whole_stat_names(self) -> list[str]:
+        return self.stat_names()  # counts of examples, hits and per-class outcomes
 
     def update(self, stats: Stats, prediction: str, gold: str) -> None:
         gold_label = str(gold).strip()
@@ -340,3 +347,15 @@ def make_metric(kind: str | Enum, labels: Sequence[str] = ()) -> MetricSpec:
     raise ValueError(
         f"unknown metric kind {kind!r}; use 'classification', 'rating' or 'generation'"
     )
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf as None (JSON has no NaN: a metric of no examples is NaN);
+    containers are copied, the input untouched."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

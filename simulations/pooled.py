@@ -18,14 +18,13 @@ from oppu.client.personalize import (
     PersonalizeSettings,
     attach_fresh_adapter,
     detach_adapter,
+    train_on_examples,
     training_examples,
 )
 from oppu.client.profiles import model_id_of
 from oppu.client.workflow import history_labels, item_key
 from oppu.shared.atomic import atomic_directory
-from oppu.shared.batching import tokenize_example
 from oppu.shared.tasks import Example, TaskSpec
-from oppu.shared.training import train_loop
 
 METADATA_FILE = "oppu_pooled.json"
 FORMAT_VERSION = 1
@@ -90,13 +89,10 @@ def train_pooled_adapter(
     if _saved_key(out_dir) == key:
         return out_dir
     examples = pooled_examples(task, histories, settings.k, labels)
-    tokenized = [tokenize_example(tokenizer, ex, settings.train.max_length) for ex in examples]
     peft_model = attach_fresh_adapter(model, settings.peft, seed=settings.train.seed)
     try:
-        report = train_loop(peft_model, tokenized, settings.train,
-                            epochs=settings.train.epochs or task.epochs,
-                            pad_id=tokenizer.pad_token_id, description="pooled adapter",
-                            show_progress=show_progress)
+        report = train_on_examples(peft_model, tokenizer, task, examples, settings,
+                                   show_progress=show_progress, description="pooled adapter")
         with atomic_directory(out_dir) as scratch:
             peft_model.save_pretrained(scratch)
             (scratch / METADATA_FILE).write_text(json.dumps({

@@ -33,13 +33,13 @@ dropped. Metric columns and pooling live in ``oppu.simulations.report_metrics``.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from oppu.client.suite import Variant
 from oppu.shared.atomic import write_text_atomic
+from oppu.shared.metrics import json_safe
 from oppu.simulations.report_metrics import (
     METRICS,
     MetricColumn,
@@ -191,20 +191,9 @@ def compare_oppu(table: Mapping[str, Any]) -> list[str]:
 # --- writing ---------------------------------------------------------------------------------
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN/inf become None (JSON has no NaN); containers are copied, the input untouched."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def table_json(table: Mapping[str, Any]) -> str:
     """The table as strict JSON (NaN -> null; anything else non-JSON as its string)."""
-    return json.dumps(_json_safe(table), indent=2, ensure_ascii=False, allow_nan=False,
+    return json.dumps(json_safe(table), indent=2, ensure_ascii=False, allow_nan=False,
                       default=str) + "\n"
 
 

@@ -145,25 +145,13 @@ def prepare_pooled(cohort: LampCohort, base_dir: Path, out: Path,
     from oppu.simulations.pooled import train_pooled_adapter
 
     model, tokenizer, _ = load_base_model(str(base_dir))
-    histories = [shifted_history(cohort, i, settings) for i in range(len(cohort))]
+    histories = [cohort.user(i).training_history(settings.max_history, settings.history_shift)
+                 for i in range(len(cohort))]
     console.print(f"Pooled-history baseline adapter on {sum(map(len, histories))} items of "
                   f"{len(histories)} users...")
     return train_pooled_adapter(model, tokenizer, cohort.dataset.spec, histories,
                                 settings.personal, out / "pooled",
                                 labels=cohort.labels() or None)
-
-
-def shifted_history(cohort: LampCohort, partition: int,
-                    settings: SimulationSettings) -> list[dict]:
-    """A user's training items as the virtual client sees them (capped, maybe shifted)."""
-    from oppu.shared.retrieval import least_relevant
-
-    user = cohort.user(partition)
-    history = user.recent_history(settings.max_history)
-    if not settings.history_shift:
-        return history
-    queries = [q.input for q in user.queries if q.gold is not None]
-    return least_relevant(cohort.dataset.spec, history, queries, 1.0 - settings.history_shift)
 
 
 def simulation_run_config(data: Path, out: Path, task: TaskSpec, cohort: LampCohort,

@@ -21,7 +21,7 @@ from oppu.client.simulation import safe_name, suite_key, suite_variants
 from oppu.shared.block_metric import BlockMetric
 from oppu.shared.data import load_lamp, select_test_users, user_history
 from oppu.shared.data.cohort import LampCohort
-from oppu.shared.federation import RoundConfig, snap_whole, split_blocks
+from oppu.shared.federation import RoundConfig, snap_whole
 from oppu.shared.metrics import InputError, make_metric
 from oppu.simulations.quickstart import sample_dir
 
@@ -50,12 +50,12 @@ def test_block_metric_lays_variants_side_by_side_and_validates_each():
     metric = BlockMetric(inner, ["base-k0", "oppu-k0"])
     good = inner.stats_for(["a", "b"], ["a", "a"])
     perfect = inner.stats_for(["a", "a"], ["a", "a"])
-    stats = metric.join({"base-k0": good, "oppu-k0": perfect})
+    stats = metric.from_vector(inner.to_vector(good) + inner.to_vector(perfect))
     assert metric.stat_names()[0] == "base-k0/count"
     assert metric.per_block(stats)["base-k0"]["accuracy"] == 0.5
     assert metric.per_block(stats)["oppu-k0"]["accuracy"] == 1.0
     vector = metric.to_vector(stats)
-    assert split_blocks(vector, metric.blocks, len(inner.stat_names()))["oppu-k0"] \
+    assert inner.to_vector(metric.block(metric.from_vector(vector), "oppu-k0")) \
         == inner.to_vector(perfect)
     bad = list(vector)
     bad[len(inner.stat_names()) + 1] = 5.0  # oppu-k0: correct > count
@@ -63,6 +63,7 @@ def test_block_metric_lays_variants_side_by_side_and_validates_each():
         metric.from_vector(bad)
     noisy = {k: v + 0.01 for k, v in stats.items()}
     assert snap_whole(metric, noisy, 0.05) == stats
+    assert BlockMetric(make_metric("rating"), ["a"]).whole_stat_names() == ["a/count"]
     with pytest.raises(ValueError, match="duplicate"):
         BlockMetric(inner, ["x", "x"])
 
@@ -72,8 +73,8 @@ def test_round_blocks_and_the_variant_of_an_ordinary_round():
     assert RoundConfig(task="LaMP_2N", suite="base-k0, oppu-k1").blocks == ("base-k0", "oppu-k1")
     assert suite_variants(RoundConfig(task="LaMP_2N", k=2, peft_method="ia3",
                                       profile_mode="pag")) == ("pag-oppu-ia3-k2",)
-    with pytest.raises(ValueError, match="blocks"):
-        split_blocks([1.0] * 5, ("a", "b"), 3)
+    with pytest.raises(InputError, match="expected"):
+        BlockMetric(make_metric("rating"), ("a", "b")).from_vector([1.0] * 5)
 
 
 class _Context:

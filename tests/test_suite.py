@@ -269,7 +269,7 @@ def test_pooled_adapter_trains_once_resumes_and_evaluates(base, tmp_path, monkey
     def no_training(*args, **kwargs):
         raise AssertionError("the pooled adapter was trained again")
 
-    monkeypatch.setattr(pooled, "train_loop", no_training)
+    monkeypatch.setattr(pooled, "train_on_examples", no_training)
     again = pooled.train_pooled_adapter(base.model, base.tokenizer, task,
                                         [history_a, history_b], settings, out, labels=labels,
                                         show_progress=False)

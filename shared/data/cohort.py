@@ -24,10 +24,28 @@ class CohortUser:
     partition: int
     history: list[dict[str, Any]]
     queries: list[LampQuery]
+    task: str
 
     def recent_history(self, max_items: int) -> list[dict[str, Any]]:
         """The newest ``max_items`` training items (all when ``max_items`` <= 0)."""
         return self.history[-max_items:] if max_items > 0 else list(self.history)
+
+    @property
+    def answered(self) -> list[LampQuery]:
+        """The queries with a gold answer (the ones that can be scored)."""
+        return [q for q in self.queries if q.gold is not None]
+
+    def training_history(self, max_items: int, shift: float = 0.0) -> list[dict[str, Any]]:
+        """What this user trains on: the newest ``max_items``, less under a behaviour shift
+        the ``shift`` share most relevant to their queries (BM25; paper Table 3)."""
+        from oppu.shared.data.items import resolve_task
+        from oppu.shared.retrieval import least_relevant
+
+        history = self.recent_history(max_items)
+        if not shift:
+            return history
+        return least_relevant(resolve_task(self.task), history,
+                              [q.input for q in self.answered], 1.0 - shift)
 
 
 class LampCohort:
@@ -51,7 +69,8 @@ class LampCohort:
                              f"that many virtual clients (num-supernodes).")
         user_id = self.users[partition]
         queries = self.dataset.users()[user_id]
-        return CohortUser(user_id, partition, user_history(queries), list(queries))
+        return CohortUser(user_id, partition, user_history(queries), list(queries),
+                          self.dataset.task)
 
     def labels(self) -> tuple[str, ...]:
         """Every label the test users' queries offer (first-seen order); the task's otherwise.
