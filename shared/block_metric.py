@@ -23,12 +23,13 @@ class BlockMetric(MetricSpec):
         blocks = tuple(blocks)
         if not blocks:
             raise ValueError("a block metric needs at least one block (variant)")
+        bad = [b for b in blocks if not isinstance(b, str) or SEPARATOR in b or not b]
+        if bad:
+            raise ValueError(f"block names must be non-empty strings without {SEPARATOR!r}: "
+                             f"{bad}")
         if len(set(blocks)) != len(blocks):
             repeated = sorted({b for b in blocks if blocks.count(b) > 1})
             raise ValueError(f"duplicate blocks: {repeated}")
-        bad = [b for b in blocks if SEPARATOR in b or not b]
-        if bad:
-            raise ValueError(f"block names may not be empty or contain {SEPARATOR!r}: {bad}")
         self.inner = inner
         self.blocks = blocks
         self.kind = inner.kind

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -64,3 +66,31 @@ class UnknownTaskError(OppuError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return str(self.args[0]) if self.args else "unknown task"
+
+
+class ConfigError(OppuError, ValueError):
+    """A configuration value (run config, round config) that is missing, of the wrong type or
+    out of range; the message names the key. A ``ValueError`` like other validated configs."""
+
+
+class _Brief(reprlib.Repr):
+    """``reprlib`` with limits for error messages; safe for any value a parser returns."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        try:
+            return super().repr_int(x, level)
+        except ValueError:  # more digits than int -> str converts (sys.set_int_max_str_digits)
+            return f"<a {x.bit_length()}-bit integer>"
+
+
+_BRIEF = _Brief()
+_BRIEF.maxstring = 60
+_BRIEF.maxother = 60
+_BRIEF.maxlong = 40
+_BRIEF.maxlevel = 3
+
+
+def brief(value: Any) -> str:
+    """A short ``repr`` for messages: long strings, huge numbers and deep nesting are cut, so
+    a hostile value can neither flood the message nor recurse without end."""
+    return _BRIEF.repr(value)

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -31,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from oppu.shared.errors import OppuError
+from oppu.shared.errors import ConfigError, OppuError, brief
 from oppu.shared.metrics import MetricSpec, Stats
 
 FORMAT_VERSION = 1
@@ -164,17 +166,31 @@ class RoundConfig:
                 "block each; empty: the one personal adapter."})
 
     def __post_init__(self) -> None:
+        """Check every field's type and range; ``ConfigError`` (a ValueError) names each key.
+
+        A round arrives from the network (the client) or a hand-written run config (the
+        coordinator): a bad value must stop here, not crash training or the proto encoder.
+        """
+        if isinstance(self.labels, list):
+            object.__setattr__(self, "labels", tuple(self.labels))
         if not self.task:
-            raise ValueError("a round needs a task name (run config key 'task').")
+            raise ConfigError("a round needs a task name (run config key 'task').")
+        problems = [p for f in fields(self)
+                    if (p := _field_problem(f.name, f.type, getattr(self, f.name)))]
+        if problems:
+            raise ConfigError("invalid round config: " + "; ".join(problems))
         if self.aggregation not in (SECAGG, SEALED):
-            raise ValueError(f"aggregation must be {SECAGG!r} or {SEALED!r}, "
-                             f"got {self.aggregation!r}.")
+            raise ConfigError(f"round config key '{RoundKey.AGGREGATION}' must be {SECAGG!r} "
+                              f"or {SEALED!r}, got {brief(self.aggregation)}.")
         if self.aggregation == SEALED and len(self.sealing_key) not in (0, 32):
-            raise ValueError("the sealing key must be a raw 32-byte X25519 public key.")
-        if self.stat_bound <= 0 or self.clip <= 0:
-            raise ValueError("stat-bound and clip must be > 0.")
-        if self.holdout < 0:
-            raise ValueError(f"holdout must be >= 0 (got {self.holdout}).")
+            raise ConfigError(f"round config key '{RoundKey.SEALING_KEY}': the sealing key "
+                              "must be a raw 32-byte X25519 public key.")
+        if len(set(self.blocks)) != len(self.blocks) or any("/" in b for b in self.blocks):
+            raise ConfigError(f"round config key '{RoundKey.SUITE}' must list distinct variant "
+                              f"names without '/', got {brief(self.suite)}.")
+        if self.holdout >= 1 and not float(self.holdout).is_integer():
+            raise ConfigError(f"round config key '{RoundKey.HOLDOUT}': a holdout of 1 or more "
+                              f"is a count of items and must be whole, got {self.holdout}.")
 
     @property
     def blocks(self) -> tuple[str, ...]:
@@ -202,11 +218,15 @@ class RoundConfig:
 
     @classmethod
     def from_config(cls, config: Mapping[str, object]) -> RoundConfig:
-        """Read a round back; unknown keys are ignored, a newer format is refused."""
-        version = int(config.get(RoundKey.FORMAT, FORMAT_VERSION))  # type: ignore[arg-type]
+        """Read a round back; unknown keys are ignored, a newer format is refused, and any
+        wrong value is a ``ConfigError`` naming its key."""
+        version = _as_int(RoundKey.FORMAT, config.get(RoundKey.FORMAT, FORMAT_VERSION))
         if version > FORMAT_VERSION:
-            raise ValueError(f"this client understands round format {FORMAT_VERSION}, the "
-                             f"coordinator sent {version}: update oppu.")
+            raise ConfigError(f"this client understands round format {FORMAT_VERSION}, the "
+                              f"coordinator sent {version}: update oppu.")
+        if RoundKey.TASK not in config:
+            raise ConfigError(f"round config key '{RoundKey.TASK}' is missing: the coordinator "
+                              "must name the round's task.")
         kwargs: dict[str, object] = {}
         for f in fields(cls):
             key = f.metadata["key"]
@@ -214,8 +234,9 @@ class RoundConfig:
                 continue
             value = config[key]
             if f.name == "labels":
-                value = tuple(json.loads(value)) if value else ()  # type: ignore[arg-type]
-            kwargs[f.name] = _coerce(f.type, value)
+                kwargs[f.name] = _json_labels(key, value)
+            else:
+                kwargs[f.name] = _coerce(f.type, value, key)
         return cls(**kwargs)  # type: ignore[arg-type]
 
     def to_proto(self, run_id: int | str):
@@ -235,13 +256,150 @@ class RoundConfig:
         return data
 
 
-def _coerce(annotation: object, value: object) -> object:
-    """TOML and ConfigRecords may carry 2 for 2.0 (or the reverse): follow the field's type."""
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "round": (0, 2**32 - 1),  # uint32 in oppu.v1 messages
+    "lora_r": (1, 65_536),
+    "lora_alpha": (1, 65_536),
+    "k": (0, 10_000),
+    "epochs": (0, 10_000),
+    "batch_size": (1, 65_536),
+    "max_steps": (0, 10**9),
+    "seed": (0, 2**32 - 1),  # NumPy's seeds are 32-bit
+}
+"""Whole-number fields: (lowest, highest). The highest are far past any real round; a value
+beyond is a typo or a hostile message, and would fail later and less clearly."""
+_FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
+    "lr": (0.0, 10.0, False),
+    "holdout": (0.0, 1e9, True),
+    "stat_bound": (0.0, 1e12, False),
+    "clip": (0.0, 1e9, False),
+}
+"""Real-number fields: (low, high, whether low itself is allowed); NaN and infinity never."""
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A lone surrogate: Flower, protobuf and tokenizers cannot encode it as UTF-8."""
+
+
+def _key_of(name: str) -> str:
+    return next(f.metadata["key"] for f in fields(RoundConfig) if f.name == name)
+
+
+def _field_problem(name: str, annotation: object, value: object) -> str | None:
+    """What is wrong with one field's value, naming its key; None when it is fine."""
+    key = _key_of(name)
+    if name in _INT_RANGES:
+        low, high = _INT_RANGES[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            return (f"key '{key}' must be a whole number from {low:,} to {high:,}, "
+                    f"got {brief(value)}")
+    elif name in _FLOAT_RANGES:
+        low, high, closed = _FLOAT_RANGES[name]
+        number = not isinstance(value, bool) and isinstance(value, (int, float))
+        finite = number and (isinstance(value, int) or math.isfinite(value))  # type: ignore
+        if not (finite and value <= high  # type: ignore[operator]
+                and (low <= value if closed else low < value)):  # type: ignore[operator]
+            bound = ">=" if closed else ">"
+            return (f"key '{key}' must be a finite number {bound} {low:g} and <= {high:g}, "
+                    f"got {brief(value)}")
+    elif name == "labels":
+        if not isinstance(value, tuple) or not all(isinstance(v, str) and v.strip()
+                                                   for v in value):
+            return f"key '{key}' must list non-empty strings, got {brief(value)}"
+        if len(set(value)) != len(value):  # type: ignore[arg-type]
+            return f"key '{key}' lists a label twice: {brief(value)}"
+        if any(_SURROGATE.search(v) for v in value):
+            return f"key '{key}' holds a label that is not valid Unicode text"
+    elif annotation in ("bytes", bytes):
+        if not isinstance(value, bytes):
+            return f"key '{key}' must be bytes, got {brief(value)}"
+    elif not isinstance(value, str):
+        return f"key '{key}' must be a string, got {brief(value)}"
+    elif _SURROGATE.search(value):
+        return f"key '{key}' is not valid Unicode text (it holds a lone surrogate)"
+    return None
+
+
+def _as_int(key: str, value: object) -> int:
+    """An int from a whole int, float or numeric string; ConfigError names the key otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    number: object = value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            number = _as_float(key, value)
+    if isinstance(number, float) and number.is_integer():
+        return int(number)
+    raise ConfigError(f"round config key '{key}' must be a whole number, got {brief(value)}")
+
+
+def _as_float(key: str, value: object) -> float:
+    """A float from an int, float or numeric string; ConfigError names the key otherwise."""
+    try:
+        if isinstance(value, str):
+            return float(value.strip())
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    except (ValueError, OverflowError):
+        pass
+    raise ConfigError(f"round config key '{key}' must be a number, got {brief(value)}")
+
+
+def _coerce(annotation: object, value: object, key: str) -> object:
+    """TOML and ConfigRecords may carry 2 for 2.0 (or the reverse): follow the field's type.
+
+    Ranges are checked by ``RoundConfig`` itself; here a value that is not even of the
+    field's kind (a list for a number, a number for a string) is refused, naming ``key``.
+    """
     if annotation in ("int", int):
-        return int(value)  # type: ignore[arg-type]
+        return _as_int(key, value)
     if annotation in ("float", float):
-        return float(value)  # type: ignore[arg-type]
+        return _as_float(key, value)
+    if annotation in ("bytes", bytes):
+        if isinstance(value, (bytes, bytearray)):
+            return bytes(value)
+        raise ConfigError(f"round config key '{key}' must be bytes, got {brief(value)}")
+    if not isinstance(value, str):
+        raise ConfigError(f"round config key '{key}' must be a string, got {brief(value)}")
     return value
+
+
+def _json_labels(key: str, value: object) -> tuple[str, ...]:
+    """The label list of a round record: a JSON list of strings ("" for none)."""
+    if isinstance(value, (str, bytes)) and not value:
+        return ()
+    try:
+        labels = json.loads(value) if isinstance(value, (str, bytes)) else None
+    except (ValueError, RecursionError):
+        labels = None
+    if not isinstance(labels, list) or not all(isinstance(v, str) for v in labels):
+        raise ConfigError(f"round config key '{key}' must be a JSON list of strings, got "
+                          f"{brief(value)}")
+    return tuple(labels)
+
+
+def _run_config_labels(key: str, value: object) -> tuple[str, ...]:
+    """Labels as a run config writes them: a JSON list of strings, or "a, b, c".
+
+    Text that is not a JSON list of strings is read as a comma list, so LaMP-1's bracketed
+    labels (``[1], [2]``) work either way.
+    """
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"run config key '{key}' must be a comma-separated list of labels "
+                          f"or a JSON list of strings, got {brief(value)}")
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            parsed = json.loads(text)
+        except (ValueError, RecursionError):
+            parsed = None
+        if isinstance(parsed, list) and all(isinstance(v, str) for v in parsed):
+            return tuple(parsed)
+    return tuple(lab.strip() for lab in text.split(",") if lab.strip())
 
 
 def run_config_overrides(run_config: Mapping[str, object]) -> dict[str, object]:
@@ -253,10 +411,9 @@ def run_config_overrides(run_config: Mapping[str, object]) -> dict[str, object]:
         if f is None or f.name in ("base_key", "sealing_key", "aggregation"):
             continue
         if f.name == "labels":
-            text = str(value).strip()
-            value = tuple(json.loads(text)) if text.startswith("[") else tuple(
-                lab.strip() for lab in text.split(",") if lab.strip())
-        out[f.name] = _coerce(f.type, value)
+            out[f.name] = _run_config_labels(key, value)
+        else:
+            out[f.name] = _coerce(f.type, value, key)
     return out
 
 

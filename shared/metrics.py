@@ -19,13 +19,14 @@ Scoring follows LaMP's own evaluation (LaMP-Benchmark/LaMP, ``eval/evaluation.py
 from __future__ import annotations
 
 import math
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
 from functools import cached_property
 from typing import Any
 
-from oppu.shared.errors import InputError, Problem
+from oppu.shared.errors import InputError, Problem, brief
 
 Stats = dict[str, float]
 """Named statistics of one metric; ``MetricSpec.stat_names()`` gives their fixed order."""
@@ -35,11 +36,18 @@ _TOLERANCE = 1e-6
 
 DEFAULT_RATING_LABELS = ("1", "2", "3", "4", "5")
 
+MAX_STAT_VALUE = 1e12
+"""Largest statistic accepted: a trillion examples is more than any cohort evaluates, so a
+larger value is a corrupt or hostile upload, and sums stay far below 2**53, where floats stop
+holding every whole number."""
+
 
 class MetricSpec(ABC):
     """One task's metric: how to score an example into stats and stats into numbers."""
 
     kind: str
+    max_value: float = MAX_STAT_VALUE
+    """Largest value any statistic may take (see ``MAX_STAT_VALUE``)."""
 
     @abstractmethod
     def stat_names(self) -> list[str]:
@@ -104,24 +112,36 @@ class MetricSpec(ABC):
         return [float(stats[n]) for n in names]
 
     def from_vector(self, vector: Sequence[float]) -> Stats:
-        """Named statistics from a vector, checked with ``validate_stats``."""
+        """Named statistics from a vector (e.g. a client's upload), checked with
+        ``validate_stats``; anything but a list of plausible numbers is an ``InputError``."""
         names = self.stat_names()
-        if len(vector) != len(names):
+        try:
+            values = list(vector)
+        except TypeError:
+            raise InputError(f"expected a list of {len(names)} statistics for this {self.kind} "
+                             f"metric, got {brief(vector)}") from None
+        if len(values) != len(names):
             raise InputError(
-                f"expected {len(names)} statistics for this {self.kind} metric, got {len(vector)}"
+                f"expected {len(names)} statistics for this {self.kind} metric, got {len(values)}"
             )
-        stats = {n: float(v) for n, v in zip(names, vector, strict=True)}
+        stats = dict(zip(names, values, strict=True))
         self.validate_stats(stats)
-        return stats
+        return {n: float(v) for n, v in stats.items()}
 
     def validate_stats(self, stats: Mapping[str, float] | Sequence[float]) -> None:
         """Reject statistics no set of examples could produce (e.g. a client's bad upload).
 
-        Raises ``InputError`` listing every impossibility: wrong length or names, NaN or
-        infinite values, negative values, fractional counts, and kind-specific bounds such as
+        Raises ``InputError`` listing every impossibility, each naming its statistic: wrong
+        length or names, values that are not numbers, NaN or infinite values, negative values,
+        values over ``max_value``, fractional counts, and kind-specific bounds such as
         ``correct > count``.
         """
         if not isinstance(stats, Mapping):
+            try:
+                stats = list(stats)
+            except TypeError:
+                raise InputError(f"statistics must be a list or mapping of numbers, got "
+                                 f"{brief(stats)}") from None
             if len(stats) != len(self.stat_names()):
                 raise InputError(
                     f"expected {len(self.stat_names())} statistics for this {self.kind} "
@@ -131,21 +151,29 @@ class MetricSpec(ABC):
         if set(stats) != set(self.stat_names()):
             raise InputError(
                 f"statistics do not match this {self.kind} metric: expected "
-                f"{self.stat_names()}, got {sorted(stats)}"
+                f"{self.stat_names()}, got {brief(sorted(map(str, stats)))}"
             )
-        problems: list[str] = []
-        for name in self.stat_names():
-            value = stats[name]
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                problems.append(f"'{name}' is not a number: {value!r}")
-            elif not math.isfinite(value):
-                problems.append(f"'{name}' is {value}")
-            elif value < -_TOLERANCE:
-                problems.append(f"'{name}' is negative: {value}")
+        problems = [p for p in (self._value_problem(n, stats[n]) for n in self.stat_names()) if p]
         if not problems:
             problems = self._check({n: float(v) for n, v in stats.items()})
         if problems:
             raise InputError([Problem(f"impossible {self.kind} statistics: {p}") for p in problems])
+
+    def _value_problem(self, name: str, value: Any) -> str | None:
+        """Why ``value`` cannot be statistic ``name`` on its own, or None."""
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return f"'{name}' is not a number: {brief(value)}"
+        try:
+            number = float(value)
+        except (OverflowError, ValueError, TypeError):
+            return f"'{name}' is too large: {brief(value)}"
+        if not math.isfinite(number):
+            return f"'{name}' is {number}"
+        if number < -_TOLERANCE:
+            return f"'{name}' is negative: {number}"
+        if number > self.max_value:
+            return f"'{name}' is implausibly large: {number:g} > {self.max_value:g}"
+        return None
 
     def _integral(self, stats: Stats, names: Iterable[str]) -> list[str]:
         return [

@@ -7,17 +7,28 @@ validate`` could still be rejected by training.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from oppu.shared.errors import brief
 from oppu.shared.tasks import TaskKind, TaskSpec, get_task
 
 MAX_ITEM_WORDS = 2000
 """Items longer than this (in words, over the task fields) are truncated for training."""
 
 DEFAULT_RATING_SCALE = (1.0, 5.0)
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A lone UTF-16 surrogate: JSON's ``\\ud800`` escape allows it, UTF-8 (and so every
+tokenizer) cannot encode it, and training would crash on it far from the file."""
+
+
+def has_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a character that cannot be written as UTF-8."""
+    return _SURROGATE.search(text) is not None
 
 
 @dataclass(frozen=True)
@@ -69,11 +80,15 @@ def parse_rating(value: Any, scale: tuple[float, float]) -> int | None:
             value = float(value.strip())
         except ValueError:
             return None
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not isinstance(value, (int, float)):
         return None
-    if value != int(value) or not scale[0] <= value <= scale[1]:
+    try:
+        number = float(value)  # a JSON integer may have thousands of digits
+    except OverflowError:
         return None
-    return int(value)
+    if not math.isfinite(number) or number != int(number) or not scale[0] <= number <= scale[1]:
+        return None
+    return int(number)
 
 
 def parse_timestamp(value: Any) -> float | None:
@@ -81,7 +96,11 @@ def parse_timestamp(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return float(value) if math.isfinite(value) else None
+        try:
+            number = float(value)  # a JSON integer may have thousands of digits
+        except OverflowError:
+            return None
+        return number if math.isfinite(number) else None
     if not isinstance(value, str):
         return None
     text = value.strip()
@@ -89,16 +108,20 @@ def parse_timestamp(value: Any) -> float | None:
         text = text[:-1] + "+00:00"
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.timestamp()
+    except (ValueError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
 
 
 def item_words(item: Mapping[str, Any], spec: TaskSpec) -> int:
     """Words over the task's string fields: what training will read."""
     return sum(len(item[f].split()) for f in spec.item_fields if isinstance(item.get(f), str))
+
+
+_SURROGATE_MESSAGE = ("holds an invalid character (a lone \\ud800-\\udfff escape) that "
+                      "cannot be written as UTF-8; remove or fix that escape")
 
 
 def check_item(
@@ -123,13 +146,18 @@ def check_item(
                 issues.append(
                     ItemIssue(
                         name,
-                        f"must be a whole rating from {scale[0]:g} to {scale[1]:g}, got {value!r}",
+                        f"must be a whole rating from {scale[0]:g} to {scale[1]:g}, "
+                        f"got {brief(value)}",
                     )
                 )
+            elif isinstance(value, str) and has_surrogate(value):
+                issues.append(ItemIssue(name, _SURROGATE_MESSAGE))
         elif not isinstance(value, str):
             issues.append(ItemIssue(name, f"must be a string, got {json_type(value)}"))
         elif not allow_empty and not value.strip():
             issues.append(ItemIssue(name, "is empty"))
+        elif has_surrogate(value):
+            issues.append(ItemIssue(name, _SURROGATE_MESSAGE))
         elif (
             spec.kind == TaskKind.CLASSIFICATION
             and name == spec.target_field
@@ -138,7 +166,7 @@ def check_item(
         ):
             issues.append(
                 ItemIssue(
-                    name, f"{value!r} is not one of {spec.name}'s default labels", warning=True
+                    name, f"{brief(value)} is not one of {spec.name}'s default labels", warning=True
                 )
             )
     if "id" in item and (isinstance(item["id"], bool) or not isinstance(item["id"], (str, int))):
@@ -148,7 +176,7 @@ def check_item(
             ItemIssue(
                 "timestamp",
                 f"must be an ISO-8601 date/time (e.g. 2024-05-01T12:00:00Z) or a number, "
-                f"got {item['timestamp']!r}",
+                f"got {brief(item['timestamp'])}",
             )
         )
     words = item_words(item, spec)

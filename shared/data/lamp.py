@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from oppu.shared.data.items import check_item, json_type, resolve_task
-from oppu.shared.errors import InputError, Problem
+from oppu.shared.data.items import check_item, has_surrogate, json_type, resolve_task
+from oppu.shared.errors import InputError, Problem, UnknownTaskError, brief
 from oppu.shared.tasks import TaskSpec
 
 QUESTIONS_FILE = "questions.json"
@@ -24,6 +24,10 @@ SPLIT_FILE = "split.json"
 
 MAX_PROBLEMS = 100
 """Stop collecting after this many: a wholly wrong file would otherwise bury the first ones."""
+MAX_JSON_BYTES = 8 * 1024**3
+"""Largest LaMP JSON file read (8 GiB). A file is parsed whole, taking several times its size
+in memory; the biggest official LaMP files are well under this, and a larger one would more
+likely exhaust memory than load. ``load_lamp(max_file_bytes=...)`` overrides it."""
 
 
 @dataclass(frozen=True)
@@ -84,9 +88,16 @@ class _Problems(list):
             self.append(Problem("too many problems; fix these first", file=str(file)))
 
 
-def _read_json(path: Path) -> Any:
-    """Parsed JSON, or an ``InputError`` with file and line for a missing or bad file."""
+def _read_json(path: Path, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """Parsed JSON, or an ``InputError`` with file and line for a missing, huge or bad file."""
     try:
+        if path.is_dir():
+            raise InputError(Problem("is a directory, not a JSON file", file=str(path)))
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise InputError(Problem(
+                f"file is {size:,} bytes, over the {max_bytes:,}-byte limit for a LaMP JSON "
+                "file; split the data set, or raise load_lamp's max_file_bytes", str(path)))
         with path.open(encoding="utf-8-sig") as fh:
             return json.load(fh)
     except FileNotFoundError:
@@ -96,6 +107,12 @@ def _read_json(path: Path) -> Any:
         raise InputError(problem) from None
     except UnicodeDecodeError as exc:
         raise InputError(Problem(f"not UTF-8 text: {exc.reason}", file=str(path))) from None
+    except RecursionError:
+        raise InputError(Problem("not usable JSON: nested too deeply", file=str(path))) from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise InputError(Problem(f"not valid JSON: {exc}", file=str(path))) from None
+    except OSError as exc:
+        raise InputError(Problem(f"cannot read: {exc.strerror or exc}", file=str(path))) from None
 
 
 def _as_id(value: Any) -> str | None:
@@ -114,16 +131,24 @@ def _resolve(task: str | None, outputs: dict[str, Any] | None, path: Path) -> Ta
                 f"cannot tell the task: pass it, or add {OUTPUTS_FILE} with a 'task'", str(path)
             )
         )
-    spec = resolve_task(task if task is not None else declared)
-    if task is not None and declared is not None and resolve_task(declared).name != spec.name:
+    spec = resolve_task(task) if task is not None else _declared_task(declared, path)
+    if task is not None and declared is not None and _declared_task(declared, path) != spec:
         raise InputError(
             Problem(
-                f"{OUTPUTS_FILE} is for task {declared!r} but {task!r} was asked for",
+                f"{OUTPUTS_FILE} is for task {brief(declared)} but {task!r} was asked for",
                 file=str(path / OUTPUTS_FILE),
                 field="task",
             )
         )
     return spec
+
+
+def _declared_task(declared: str, path: Path) -> TaskSpec:
+    """The task outputs.json names; an unknown one is a problem of that file."""
+    try:
+        return resolve_task(declared)
+    except UnknownTaskError as err:
+        raise InputError(Problem(str(err), file=str(path / OUTPUTS_FILE), field="task")) from None
 
 
 def _golds(outputs: Any, path: Path, problems: _Problems) -> dict[str, str] | None:
@@ -139,33 +164,34 @@ def _golds(outputs: Any, path: Path, problems: _Problems) -> dict[str, str] | No
         if gid is None or not isinstance(output, str):
             problems.add(f"gold #{index}: expected {{'id': str, 'output': str}}", path, "golds")
         elif gid in golds:
-            problems.add(f"gold #{index}: duplicate id {gid!r}", path, "id")
+            problems.add(f"gold #{index}: duplicate id {brief(gid)}", path, "id")
         else:
             golds[gid] = output
     return golds
 
 
-def _user_map(path: Path, problems: _Problems) -> dict[str, str]:
+def _user_map(path: Path, problems: _Problems, max_bytes: int) -> dict[str, str]:
     """question id -> user id from the optional users.json."""
-    if not path.is_file():
+    if not path.exists():
         return {}
-    raw = _read_json(path)
+    raw = _read_json(path, max_bytes)
     if not isinstance(raw, dict):
         problems.add(f"expected an object of user id -> question ids, got {json_type(raw)}", path)
         return {}
     owner: dict[str, str] = {}
     for user, qids in raw.items():
         if not isinstance(qids, list) or any(_as_id(q) is None for q in qids):
-            problems.add(f"user {user!r}: expected a list of question ids", path, user)
+            problems.add(f"user {brief(user)}: expected a list of question ids", path,
+                         brief(user))
             continue
         owner.update((str(q), user) for q in qids)
     return owner
 
 
-def _split(path: Path, problems: _Problems) -> LampSplit | None:
-    if not path.is_file():
+def _split(path: Path, problems: _Problems, max_bytes: int) -> LampSplit | None:
+    if not path.exists():
         return None
-    raw = _read_json(path)
+    raw = _read_json(path, max_bytes)
     lists = {}
     for key in ("test_users", "base_users"):
         value = raw.get(key) if isinstance(raw, dict) else None
@@ -175,7 +201,7 @@ def _split(path: Path, problems: _Problems) -> LampSplit | None:
         lists[key] = tuple(value)
     overlap = set(lists["test_users"]) & set(lists["base_users"])
     if overlap:
-        problems.add(f"users in both test and base: {sorted(overlap)[:5]}", path)
+        problems.add(f"users in both test and base: {brief(sorted(overlap)[:5])}", path)
     return LampSplit(**lists)
 
 
@@ -186,12 +212,16 @@ def _query(
         problems.add(f"question #{index}: expected an object, got {json_type(raw)}", path)
         return None
     qid = _as_id(raw.get("id"))
-    where = f"question {qid!r} (#{index})" if qid is not None else f"question #{index}"
+    where = f"question {brief(qid)} (#{index})" if qid is not None else f"question #{index}"
     ok = qid is not None
     if not ok:
         problems.add(f"{where}: 'id' must be a string or integer", path, "id")
     if not isinstance(raw.get("input"), str):
         problems.add(f"{where}: 'input' must be a string", path, "input")
+        ok = False
+    elif has_surrogate(raw["input"]):
+        problems.add(f"{where}: 'input' holds a lone \\ud800-\\udfff escape that cannot be "
+                     "written as UTF-8", path, "input")
         ok = False
     profile = raw.get("profile")
     if not isinstance(profile, list):
@@ -216,19 +246,21 @@ def _query(
     return LampQuery(id=qid, input=raw["input"], profile=profile, user_id=user_id)
 
 
-def load_lamp(directory: str | Path, task: str | None = None) -> LampDataset:
+def load_lamp(directory: str | Path, task: str | None = None, *,
+              max_file_bytes: int = MAX_JSON_BYTES) -> LampDataset:
     """Load and check a LaMP directory; the task comes from outputs.json unless given.
 
-    Raises ``InputError`` with every problem found (file, question and field named), or
-    ``UnknownTaskError`` for a task the registry does not know.
+    Raises ``InputError`` with every problem found (file, question and field named; a JSON
+    file over ``max_file_bytes`` is refused before it is read), or ``UnknownTaskError`` for a
+    task passed in that the registry does not know.
     """
     root = Path(directory)
     if not root.is_dir():
         raise InputError(Problem("not a directory", file=str(root)))
     questions_path = root / QUESTIONS_FILE
     outputs_path = root / OUTPUTS_FILE
-    raw_questions = _read_json(questions_path)
-    outputs = _read_json(outputs_path) if outputs_path.is_file() else None
+    raw_questions = _read_json(questions_path, max_file_bytes)
+    outputs = _read_json(outputs_path, max_file_bytes) if outputs_path.exists() else None
     if outputs is not None and not isinstance(outputs, dict):
         raise InputError(
             Problem(
@@ -239,8 +271,8 @@ def load_lamp(directory: str | Path, task: str | None = None) -> LampDataset:
 
     problems = _Problems()
     golds = _golds(outputs, outputs_path, problems)
-    owner = _user_map(root / USERS_FILE, problems)
-    split = _split(root / SPLIT_FILE, problems)
+    owner = _user_map(root / USERS_FILE, problems, max_file_bytes)
+    split = _split(root / SPLIT_FILE, problems, max_file_bytes)
     if not isinstance(raw_questions, list):
         problems.add(
             f"expected a list of questions, got {json_type(raw_questions)}", questions_path
@@ -254,17 +286,20 @@ def load_lamp(directory: str | Path, task: str | None = None) -> LampDataset:
         if query is None:
             continue
         if query.id in seen:
-            problems.add(f"question #{index}: duplicate id {query.id!r}", questions_path, "id")
+            problems.add(f"question #{index}: duplicate id {brief(query.id)}", questions_path,
+                         "id")
         seen.add(query.id)
         if golds is not None:
             if query.id not in golds:
-                problems.add(f"no gold output for question {query.id!r}", outputs_path, "golds")
+                problems.add(f"no gold output for question {brief(query.id)}", outputs_path,
+                             "golds")
             query = replace(query, gold=golds.get(query.id))
         queries.append(query)
     if golds is not None:
         unused = sorted(set(golds) - seen)
         if unused and len(queries) == len(raw_questions):
-            problems.add(f"golds for unknown question ids: {unused[:5]}", outputs_path, "golds")
+            problems.add(f"golds for unknown question ids: {brief(unused[:5])}", outputs_path,
+                         "golds")
     if not raw_questions:
         problems.add("no questions", questions_path)
     if problems:

@@ -22,7 +22,10 @@ def _item_key(item: Mapping[str, Any]) -> str:
     """Identity of a profile item, so items repeated across a user's queries count once."""
     if "id" in item:
         return f"id:{item['id']}"
-    return json.dumps(item, sort_keys=True, default=str)
+    try:
+        return json.dumps(item, sort_keys=True, default=str)
+    except (RecursionError, ValueError):  # deeply nested extras: count the item on its own
+        return f"object:{id(item)}"
 
 
 def user_activity(dataset: LampDataset) -> dict[str, int]:

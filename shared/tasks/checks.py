@@ -7,9 +7,11 @@ pass. Each message names the bad value and what to write instead.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from oppu.shared.errors import brief
 from oppu.shared.tasks.text import template_fields
 
 if TYPE_CHECKING:
@@ -19,19 +21,39 @@ Problems = list[tuple[str | None, str]]
 _POSITIVE_INTS = ("epochs", "max_new_tokens", "input_max_words", "context_max_words")
 _TEMPLATES = ("query_template", "item_text_template", "context_template", "prompt_template")
 _PATTERN_GROUPS = {"query_pattern": "q", "labels_pattern": "labels"}
+MAX_SPEC_INT = 1_000_000
+"""Upper bound of the whole-number fields (epochs, token and word budgets): a larger value is
+a typo, and would only fail later, deep in training or generation."""
+MAX_RATING = 1_000_000
+"""Largest rating label, in magnitude (ratings are small whole numbers such as 1..5)."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _string_tuple(value: Any, name: str, problems: Problems) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        problems.append((name, f"must be a list of strings, got {value!r}"))
+        problems.append((name, f"must be a list of strings, got {brief(value)}"))
         return ()
     bad = [v for v in value if not isinstance(v, str) or not v.strip()]
     if bad:
-        problems.append((name, f"entries must be non-empty strings, got {bad!r}"))
-    dupes = sorted({v for v in value if list(value).count(v) > 1}, key=str)
+        problems.append((name, f"entries must be non-empty strings, got {brief(bad)}"))
+    counts = Counter(v.strip() for v in value if isinstance(v, str) and v.strip())
+    dupes = sorted(v for v, n in counts.items() if n > 1)
     if dupes:
-        problems.append((name, f"has duplicates {dupes!r}; list each once"))
+        problems.append((name, f"has duplicates {brief(dupes)}; list each once"))
     return tuple(v.strip() for v in value if isinstance(v, str) and v.strip())
+
+
+def _encodable(spec: TaskSpec, problems: Problems) -> None:
+    """Every text of the spec must be writable as UTF-8 (a JSON file may hold lone
+    ``\\ud800`` escapes, which would crash the tokenizer much later)."""
+    from dataclasses import fields
+
+    for f in fields(spec):
+        value = getattr(spec, f.name)
+        texts = value if isinstance(value, (list, tuple)) else (value,)
+        if any(isinstance(t, str) and _SURROGATE.search(t) for t in texts):
+            problems.append((f.name, "holds a lone \\ud800-\\udfff escape, which cannot "
+                             "be written as UTF-8; remove it"))
 
 
 def _kind(spec: TaskSpec, problems: Problems):
@@ -41,7 +63,7 @@ def _kind(spec: TaskSpec, problems: Problems):
         return TaskKind(spec.kind)
     except ValueError:
         valid = ", ".join(k.value for k in TaskKind)
-        problems.append(("kind", f"unknown kind {spec.kind!r}; use one of: {valid}"))
+        problems.append(("kind", f"unknown kind {brief(spec.kind)}; use one of: {valid}"))
         return None
 
 
@@ -52,13 +74,18 @@ def _pattern_groups(spec: TaskSpec, problems: Problems) -> set[str]:
         pattern = getattr(spec, name)
         if pattern is None:
             continue
+        if not isinstance(pattern, str):
+            problems.append((name, f"must be a regular expression (a string), got "
+                             f"{brief(pattern)}"))
+            continue
         try:
             compiled = re.compile(pattern)
-        except (re.error, TypeError) as err:
-            problems.append((name, f"is not a valid regular expression ({err}): {pattern!r}"))
+        except (re.error, ValueError, OverflowError, RecursionError) as err:
+            problems.append((name, f"is not a valid regular expression ({brief(str(err))}): "
+                             f"{brief(pattern)}"))
             continue
         if group not in compiled.groupindex:
-            problems.append((name, f"needs a named group (?P<{group}>...), got {pattern!r}"))
+            problems.append((name, f"needs a named group (?P<{group}>...), got {brief(pattern)}"))
         if name == "query_pattern":
             groups = set(compiled.groupindex)
             for clash in sorted(groups & {"input", "labels"}):
@@ -79,7 +106,7 @@ def _templates(spec: TaskSpec, groups: set[str], problems: Problems) -> None:
     for name in _TEMPLATES:
         template = getattr(spec, name)
         if not isinstance(template, str):
-            problems.append((name, f"must be a string, got {template!r}"))
+            problems.append((name, f"must be a string, got {brief(template)}"))
             continue
         try:
             used = used_by[name] = template_fields(template)
@@ -91,7 +118,8 @@ def _templates(spec: TaskSpec, groups: set[str], problems: Problems) -> None:
             problems.append((name, f"uses {', '.join('{' + u + '}' for u in unknown)}, which "
                              f"is not one of: {', '.join(sorted(allowed[name])) or '(none)'}; "
                              "add it to item_fields or fix the spelling"))
-    if spec.target_field and spec.target_field in used_by.get("query_template", set()):
+    target = spec.target_field
+    if isinstance(target, str) and target and target in used_by.get("query_template", set()):
         problems.append(("query_template", f"must not contain the answer "
                          f"{{{spec.target_field}}}: the model would see it in the prompt"))
 
@@ -101,8 +129,12 @@ def check_spec(spec: TaskSpec, setattr_: Callable[[object, str, Any], None]) -> 
     from oppu.shared.tasks.spec import RATING_LABELS, RESERVED_FIELDS, TaskKind
 
     problems: Problems = []
-    if not isinstance(spec.name, str) or not spec.name.strip():
-        problems.append(("name", f"must be a non-empty string, got {spec.name!r}"))
+    if not isinstance(spec.name, str) or not re.search(r"[A-Za-z0-9]", spec.name):
+        problems.append(("name", f"must be a string with an ASCII letter or digit, got "
+                         f"{brief(spec.name)}"))
+    if not isinstance(spec.description, str):
+        problems.append(("description", f"must be a string, got {brief(spec.description)}"))
+    _encodable(spec, problems)
     kind = _kind(spec, problems)
     if kind is not None:
         setattr_(spec, "kind", kind)
@@ -112,25 +144,32 @@ def check_spec(spec: TaskSpec, setattr_: Callable[[object, str, Any], None]) -> 
         problems.append(("item_fields", "must list the fields of a history item, e.g. "
                          "['text', 'category']"))
     for bad in [f for f in item_fields if not f.isidentifier() or f in RESERVED_FIELDS]:
-        problems.append(("item_fields", f"{bad!r} cannot be a field name (use letters, digits "
+        problems.append(("item_fields", f"{brief(bad)} cannot be a field name (use letters, digits "
                          f"and _, and not {' or '.join(RESERVED_FIELDS)})"))
     setattr_(spec, "labels", _string_tuple(spec.labels, "labels", problems))
 
+    if spec.query_template is None:
+        setattr_(spec, "query_template", "")
     target = spec.target_field
-    if target is not None and target not in item_fields:
-        problems.append(("target_field", f"{target!r} is not in item_fields {list(item_fields)}"))
+    if target is not None and not isinstance(target, str):
+        problems.append(("target_field", f"must be a field name (a string), got {brief(target)}"))
+        target = None
+    elif target is not None and target not in item_fields:
+        problems.append(("target_field", f"{brief(target)} is not in item_fields "
+                         f"{brief(list(item_fields))}"))
     if bool(spec.query_template) != bool(target):
         problems.append(("query_template" if target else "target_field",
                          "query_template and target_field go together: set both for "
                          "supervised history items, or neither to train on item text"))
 
     non_target = [f for f in item_fields if f != target] or list(item_fields)
-    if not spec.item_text_template:
+    if spec.item_text_template in ("", None):
         setattr_(spec, "item_text_template", " ".join("{" + f + "}" for f in non_target))
-    if not spec.context_template:
+    if spec.context_template in ("", None):
         setattr_(spec, "context_template", " ".join(f"{f}: {{{f}}}" for f in item_fields))
-    if spec.prompt_template == "":
+    if spec.prompt_template in ("", None):
         setattr_(spec, "prompt_template", "{input}")
+
     _templates(spec, _pattern_groups(spec, problems), problems)
 
     if kind == TaskKind.CLASSIFICATION and not spec.labels and not spec.labels_pattern:
@@ -139,15 +178,24 @@ def check_spec(spec: TaskSpec, setattr_: Callable[[object, str, Any], None]) -> 
     if kind == TaskKind.RATING:
         if not spec.labels:
             setattr_(spec, "labels", RATING_LABELS)
-        elif not all(lab.lstrip("-").isdigit() for lab in spec.labels):
-            problems.append(("labels", f"rating labels must be whole numbers, got "
-                             f"{list(spec.labels)!r}"))
+        elif not all(_rating_label(lab) for lab in spec.labels):
+            problems.append(("labels", f"rating labels must be whole numbers from "
+                             f"-{MAX_RATING:,} to {MAX_RATING:,}, got {brief(list(spec.labels))}"))
     if spec.epochs is None and kind is not None:
         setattr_(spec, "epochs", 3 if kind == TaskKind.CLASSIFICATION else 2)
     for name in _POSITIVE_INTS:
         value = getattr(spec, name)
         if value is None and name == "epochs":
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            problems.append((name, f"must be a whole number >= 1, got {value!r}"))
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SPEC_INT:
+            problems.append((name, f"must be a whole number from 1 to {MAX_SPEC_INT:,}, got "
+                             f"{brief(value)}"))
     return problems
+
+
+def _rating_label(label: str) -> bool:
+    """Whether ``label`` is a whole number a rating scale can use ("1", "-2", not "²")."""
+    text = label.strip()
+    if not re.fullmatch(r"-?[0-9]{1,7}", text):
+        return False
+    return abs(int(text)) <= MAX_RATING

@@ -13,7 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from oppu.shared.errors import InputError, Problem
+from oppu.shared.errors import InputError, Problem, brief
 from oppu.shared.tasks.spec import TaskSpec, TaskSpecError
 
 try:  # Python 3.11+
@@ -25,6 +25,8 @@ FORMAT_VERSION = 1
 REQUIRED_KEYS = ("name", "kind", "item_fields")
 SPEC_KEYS = tuple(f.name for f in fields(TaskSpec))
 KNOWN_KEYS = (*SPEC_KEYS, "version")
+MAX_TASK_FILE_BYTES = 1024 * 1024
+"""A task file is a few hundred bytes written by hand; 1 MiB is far beyond any real one."""
 
 
 def spec_from_mapping(data: Any, *, source: str | None = None) -> TaskSpec:
@@ -35,17 +37,18 @@ def spec_from_mapping(data: Any, *, source: str | None = None) -> TaskSpec:
     problems = []
     for key in data:
         if key not in KNOWN_KEYS:
-            close = difflib.get_close_matches(str(key), KNOWN_KEYS, n=1)
+            close = difflib.get_close_matches(str(key)[:100], KNOWN_KEYS, n=1)
             hint = (f"did you mean {close[0]!r}?" if close
                     else "known keys: " + ", ".join(KNOWN_KEYS))
-            problems.append(Problem(f"unknown key; {hint}", file=source, field=str(key)))
+            name = str(key) if len(str(key)) <= 100 else brief(str(key))
+            problems.append(Problem(f"unknown key; {hint}", file=source, field=name))
     for key in REQUIRED_KEYS:
         if key not in data:
             problems.append(Problem("missing required key", file=source, field=key))
     version = data.get("version", FORMAT_VERSION)
-    if version != FORMAT_VERSION:
-        problems.append(Problem(f"unsupported version {version!r}; this oppu reads version "
-                                f"{FORMAT_VERSION}", file=source, field="version"))
+    if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
+        problems.append(Problem(f"unsupported version {brief(version)}; this oppu reads "
+                                f"version {FORMAT_VERSION}", file=source, field="version"))
     if problems:
         raise InputError(problems, file=source)
     try:
@@ -62,19 +65,41 @@ def read_task_file(path: str | Path) -> TaskSpec:
         raise InputError(Problem("a task file must end in .toml or .json", file=source))
     problem = None
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_text(path)
         data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
     except OSError as err:
-        problem = Problem(f"cannot read the task file ({err.strerror})", file=source)
+        problem = Problem(f"cannot read the task file ({err.strerror or err})", file=source)
     except json.JSONDecodeError as err:
         problem = Problem(f"not valid JSON: {err.msg}", file=source, line=err.lineno)
     except tomllib.TOMLDecodeError as err:
         problem = Problem(f"not valid TOML: {err}", file=source)
     except UnicodeDecodeError:
         problem = Problem("not UTF-8 text; save the task file as UTF-8", file=source)
+    except _TooLarge as err:
+        problem = Problem(str(err), file=source)
+    except RecursionError:
+        problem = Problem("nested too deeply to be a task file", file=source)
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        problem = Problem(f"not a valid task file: {err}", file=source)
     if problem is not None:
         raise InputError(problem)
     return spec_from_mapping(data, source=source)
+
+
+class _TooLarge(Exception):
+    """The file is over ``MAX_TASK_FILE_BYTES``."""
+
+
+def _read_text(path: Path) -> str:
+    """The file's text (a UTF-8 BOM allowed), reading no more than the size limit allows."""
+    if path.is_dir():
+        raise IsADirectoryError(21, "it is a directory", str(path))
+    with path.open("rb") as fh:
+        raw = fh.read(MAX_TASK_FILE_BYTES + 1)
+    if len(raw) > MAX_TASK_FILE_BYTES:
+        raise _TooLarge(f"larger than {MAX_TASK_FILE_BYTES:,} bytes; a task file is a short "
+                        "TOML/JSON table (see shared/sample/custom_task_example.toml)")
+    return raw.decode("utf-8-sig")
 
 
 def _toml_value(value: Any) -> str:
@@ -82,8 +107,11 @@ def _toml_value(value: Any) -> str:
         raise TypeError(f"cannot write {value!r} to TOML")
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    # JSON string escapes are valid TOML basic-string escapes (no surrogates with ASCII off).
-    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else str(value)
+    if not isinstance(value, str):
+        return str(value)
+    # JSON string escapes are valid TOML basic-string escapes (no surrogates with ASCII off);
+    # TOML also forbids a raw DEL, which JSON leaves as it is.
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def dump_task_toml(spec: TaskSpec) -> str:

@@ -147,7 +147,7 @@ class TaskSpec:
     def label_set(self, query_input: str) -> tuple[str, ...]:
         """Labels listed in the input (``labels_pattern``), else the task's default labels."""
         match = _search(self.labels_pattern, query_input)
-        if match:
+        if match and match.group("labels"):  # an optional group may match nothing
             found = split_label_list(match.group("labels"))
             if found:
                 return found

@@ -11,6 +11,8 @@ import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from oppu.shared.errors import brief
+
 _FORMATTER = string.Formatter()
 _RATING = re.compile(r"(?<![\d.])([1-5])(?:\.0+)?(?![\d.])")
 _EDGE_PUNCT = "\"'`.,;:!?* \t"
@@ -23,13 +25,19 @@ def template_fields(template: str) -> set[str]:
     templates are filled from item mappings, so anything else is a mistake.
     """
     names: set[str] = set()
-    for _, name, _, _ in _FORMATTER.parse(template):
+    for _, name, spec, conversion in _FORMATTER.parse(template):
         if name is None:
             continue
         if not name.isidentifier():
             raise ValueError(
-                f"placeholder {{{name}}} in template {template!r} is not a field name; "
-                "use named fields like {text}, and write literal braces as {{ and }}"
+                f"placeholder {{{brief(name)}}} in template {brief(template)} is not a field "
+                "name; use named fields like {text}, and write literal braces as {{ and }}"
+            )
+        if spec or conversion:
+            # "{text:>999999999}" would build a gigabyte string at every prompt.
+            raise ValueError(
+                f"placeholder {{{name}}} in template {brief(template)} has a conversion or "
+                f"format spec; write plain {{{name}}}"
             )
         names.add(name)
     return names
