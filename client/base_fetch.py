@@ -6,6 +6,11 @@ already holds it with the right sha256, else stream it into ``<file>.part``, app
 the part's current size (so an interrupted transfer resumes), check its sha256 and rename it
 into place; when every file checks out, write the manifest and a ``complete`` marker.
 
+A stream cut mid-file (lost link, the coordinator's BaseStore restarting) is resumed within
+the same call: the client waits up to ``reconnect_timeout`` for the server to answer again on
+its address, then asks for the rest from the byte it holds. Only cuts that make no progress
+count against ``retries``, so a long transfer over a flaky link still finishes.
+
 Cache layout: ``<cache_root>/<version>/`` holds the artifact as the coordinator has it
 (``oppu_manifest.json`` included, so :func:`oppu.shared.base_artifact.verify_artifact` works
 on it), plus ``oppu_signature.json`` and ``complete``. A second fetch of the same version
@@ -21,7 +26,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -74,13 +79,15 @@ class _Entry:
 def fetch_base(target: str, *, coordinator_public_key: PublicKeyLike,
                cache_root: str | Path | None = None, root_cert: bytes | None = None,
                insecure: bool = False, progress: bool = True, timeout: float = 30.0,
-               retries: int = 2) -> FetchResult:
+               retries: int = 5, reconnect_timeout: float = 60.0) -> FetchResult:
     """Download (or find cached) the base served at ``target`` (``host:port``) and verify it.
 
     ``root_cert`` is the coordinator's CA certificate (PEM); None trusts the system roots.
     ``insecure=True`` speaks plaintext and works only against a coordinator started without
-    TLS; the manifest signature and sha256 checks still apply. ``retries`` resumes a
-    transfer cut mid-stream that many times before giving up (the ``.part`` is kept).
+    TLS; the manifest signature and sha256 checks still apply. ``retries``: how many cuts in
+    a row that brought no new bytes are resumed before giving up (0: none; the ``.part`` is
+    kept either way); before each resume the server gets ``reconnect_timeout`` seconds to
+    come back (e.g. a restarted coordinator).
     """
     if insecure and root_cert is not None:
         raise OppuError("Pass either a CA certificate or insecure=True, not both.")
@@ -103,9 +110,12 @@ def fetch_base(target: str, *, coordinator_public_key: PublicKeyLike,
             downloaded = 0
             bar = _progress_bar(sum(e.size for e in todo), resumed, progress)
             with bar:
+                def reconnected() -> bool:
+                    return _await_server(channel, reconnect_timeout)
+
                 for entry in todo:
                     downloaded += _fetch_file(stub, target, manifest.version, entry, dest, bar,
-                                              retries)
+                                              retries, reconnected)
             if not (dest / COMPLETE_MARKER).is_file():
                 _finish(dest, signed)
     if todo:
@@ -173,29 +183,36 @@ def _part_size(dest: Path, entry: _Entry) -> int:
 
 
 def _fetch_file(stub: pb_grpc.BaseStoreStub, target: str, version: str, entry: _Entry,
-                dest: Path, bar, retries: int) -> int:
-    """Stream ``entry`` into its part file from where it stops; verify; rename into place."""
+                dest: Path, bar, retries: int, reconnected: Callable[[], bool]) -> int:
+    """Stream ``entry`` into its part file from where it stops; verify; rename into place.
+
+    A retryable cut is resumed once ``reconnected()`` says the server answers again; cuts in a
+    row that added no bytes count against ``retries``.
+    """
     final = dest / entry.name
     part = dest / (entry.name + PART_SUFFIX)
     part.parent.mkdir(parents=True, exist_ok=True)
     start = _part_size(dest, entry)
-    for attempt in range(retries + 1):
+    stalled = 0
+    while True:
+        before = part.stat().st_size if part.is_file() else 0
         try:
             _append_stream(stub, version, entry, part, bar)
             break
         except grpc.RpcError as exc:
+            if exc.code() not in _RETRYABLE:
+                raise _rpc_error(exc, target, False) from None
             held = part.stat().st_size if part.is_file() else 0
-            if exc.code() in _RETRYABLE and attempt < retries:
-                log.warning("Transfer of %s cut at byte %d (%s); resuming.", entry.name, held,
-                            exc.code().name)
-                time.sleep(0.2 * (attempt + 1))
-                continue
-            if exc.code() in _RETRYABLE:
-                raise OppuError(
-                    f"Transfer of {entry.name} from {target} was interrupted at byte {held} of "
-                    f"{entry.size} ({exc.details()}). Run again to resume; the {held} bytes "
-                    f"are kept in {part}.") from None
-            raise _rpc_error(exc, target, False) from None
+            stalled = 1 if held > before else stalled + 1
+            if stalled <= retries:
+                log.warning("Transfer of %s cut at byte %d (%s); resuming once the "
+                            "coordinator answers again.", entry.name, held, exc.code().name)
+                if reconnected():
+                    continue
+            raise OppuError(
+                f"Transfer of {entry.name} from {target} was interrupted at byte {held} of "
+                f"{entry.size} ({exc.details()}). Run again to resume; the {held} bytes "
+                f"are kept in {part}.") from None
     received = part.stat().st_size - start
     digest = sha256_file(part)
     if digest != entry.sha256:
@@ -246,14 +263,33 @@ def _finish(dest: Path, signed: pb.SignedManifest) -> None:
                       time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
 
 
+_CHANNEL_OPTIONS = [
+    # Reconnect within seconds of a restarted server (gRPC's default backoff grows to 120 s).
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.min_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 4000),
+]
+
+
 @contextlib.contextmanager
 def _channel(target: str, root_cert: bytes | None, insecure: bool) -> Iterator[grpc.Channel]:
-    channel = (grpc.insecure_channel(target) if insecure
-               else grpc.secure_channel(target, channel_credentials(root_cert)))
+    channel = (grpc.insecure_channel(target, options=_CHANNEL_OPTIONS) if insecure
+               else grpc.secure_channel(target, channel_credentials(root_cert),
+                                        options=_CHANNEL_OPTIONS))
     try:
         yield channel
     finally:
         channel.close()
+
+
+def _await_server(channel: grpc.Channel, timeout: float) -> bool:
+    """True once ``channel`` connects again (the server is back) within ``timeout`` s."""
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except grpc.FutureTimeoutError:
+        log.warning("The coordinator's BaseStore did not come back within %.0f s.", timeout)
+        return False
+    return True
 
 
 def _rpc_error(exc: grpc.RpcError, target: str, insecure: bool) -> OppuError:

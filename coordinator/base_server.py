@@ -64,16 +64,22 @@ class BaseStoreServer:
         return f"{host}:{self.port}"
 
     def start(self) -> BaseStoreServer:
+        # No SO_REUSEPORT (gRPC's default on Linux): a second coordinator on a busy port
+        # must fail here, not silently share the port with the first one.
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._max_workers),
-                             interceptors=self._interceptors)
+                             interceptors=self._interceptors,
+                             options=[("grpc.so_reuseport", 0)])
         pb_grpc.add_BaseStoreServicer_to_server(self._servicer, server)
         address = f"{self.host}:{self._requested_port}"
-        if self.tls is None:
-            log.warning("Serving the base WITHOUT TLS on %s (insecure mode was asked for).",
-                        address)
-            port = server.add_insecure_port(address)
-        else:
-            port = server.add_secure_port(address, server_credentials(self.tls))
+        try:
+            if self.tls is None:
+                log.warning("Serving the base WITHOUT TLS on %s (insecure mode was asked "
+                            "for).", address)
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, server_credentials(self.tls))
+        except RuntimeError:  # what grpcio raises for a port it cannot bind
+            port = 0
         if port == 0:
             raise OppuError(f"Cannot listen on {address} (in use, or not a local address?).")
         server.start()

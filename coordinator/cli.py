@@ -30,4 +30,4 @@ def main() -> None:
 
 
 # Each command lives in its own module and registers itself on ``app``.
-from oppu.coordinator.commands import adapt, demo, simulate, start  # noqa: E402, F401
+from oppu.coordinator.commands import adapt, demo, enroll, simulate, start  # noqa: E402, F401

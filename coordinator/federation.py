@@ -98,7 +98,10 @@ class CohortResult:
     sums: list[float]
     metrics: dict[str, float]
     rejected: int = 0
+    """Replies that came back but were refused (unsealable, impossible statistics)."""
     failures: int = 0
+    """Clients asked that never contributed: an error reply, no reply within the timeout, or
+    a dropout mid-protocol (SecAgg+)."""
     base_version: str = ""
     seconds: float = 0.0
     config: dict = field(default_factory=dict)
@@ -106,6 +109,8 @@ class CohortResult:
     """With a suite: each variant's metrics (the cohort's Table 1); ``metrics`` is flat."""
     finished_at: str = field(
         default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    asked: int = 0
+    """Clients the round was sent to (0: not recorded, results written before it existed)."""
 
     def sum_stats(self) -> dict[str, float]:
         return dict(zip(self.stat_names, self.sums, strict=True))
@@ -141,10 +146,11 @@ def read_result(state: StateDir, run_id: int | str) -> CohortResult | None:
 
 def format_table(result: CohortResult) -> str:
     """The cohort's metric table as plain text (what ``start`` prints and the ServerApp logs)."""
+    of = f" of {result.asked}" if result.asked > result.clients else ""
     lines = [f"Cohort metrics, run {result.run_id} round {result.round} ({result.task}): "
-             f"{result.clients} clients aggregated with {result.aggregation}"
+             f"{result.clients}{of} clients aggregated with {result.aggregation}"
              + (f", {result.rejected} rejected" if result.rejected else "")
-             + (f", {result.failures} failed" if result.failures else "")]
+             + (f", {result.failures} failed or dropped out" if result.failures else "")]
     if result.variants:
         return "\n".join(lines + _variant_rows(result.variants))
     width = max([len(k) for k in result.metrics] + [6])
@@ -173,29 +179,49 @@ def _variant_rows(variants: Mapping[str, Mapping[str, float]]) -> list[str]:
 
 # ---- processes -----------------------------------------------------------------------------
 def superlink_command(state: StateDir, *, host: str, port: int, insecure: bool,
-                      simulation: bool = False) -> list[str]:
-    """``flower-superlink``; with ``simulation`` it runs virtual SuperNodes on Ray itself."""
+                      simulation: bool = False, node_auth: bool = False,
+                      fab_gate: bool = False) -> list[str]:
+    """``flower-superlink``; with ``simulation`` it runs virtual SuperNodes on Ray itself.
+
+    ``node_auth``: only SuperNodes whose keys were registered (``enroll``) may connect
+    (Flower's ``--enable-supernode-auth``, which needs TLS). ``fab_gate``: start it through
+    oppu's FAB gate, so its ServerApp processes run only FABs signed by this state dir's key.
+    """
     cmd = ["flower-superlink", "--disable-runtime-dependency-installation",
            "--host", host, "--port", str(port),
            "--database", str(state.superlink_home / "state.db")]
     if simulation:
         cmd.append("--simulation")
+    if node_auth:
+        if insecure or simulation:
+            raise OppuError("SuperNode authentication needs TLS and real SuperNodes: drop "
+                            "--insecure (or turn node authentication off).")
+        cmd.append("--enable-supernode-auth")
     if insecure:
-        return [*cmd, "--insecure"]
-    return [*cmd, "--ssl-certfile", str(state.tls / SERVER_CERT),
-            "--ssl-keyfile", str(state.tls / SERVER_KEY),
-            "--ssl-ca-certfile", str(state.tls / CA_CERT)]
+        cmd.append("--insecure")
+    else:
+        cmd += ["--ssl-certfile", str(state.tls / SERVER_CERT),
+                "--ssl-keyfile", str(state.tls / SERVER_KEY),
+                "--ssl-ca-certfile", str(state.tls / CA_CERT)]
+    if not fab_gate:
+        return cmd
+    from oppu.shared.fab_trust import launch_command
+    from oppu.shared.signing import public_key_path
+
+    return launch_command(cmd[0], cmd[1:], trusted_key=public_key_path(state.signing_key))
 
 
 def start_superlink(state: StateDir, *, host: str, port: int, insecure: bool,
-                    simulation: bool = False, timeout: float = 60.0) -> subprocess.Popen:
+                    simulation: bool = False, timeout: float = 60.0, node_auth: bool = False,
+                    fab_gate: bool = False) -> subprocess.Popen:
     """Start ``flower-superlink`` (own process group) and wait until its port answers."""
     state.superlink_home.mkdir(parents=True, exist_ok=True)
     probe = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     with contextlib.suppress(OSError), socket.create_connection((probe, port), timeout=1.0):
         raise OppuError(f"Port {port} is already in use on {probe}; pick another with --port.")
     proc = launch(superlink_command(state, host=host, port=port, insecure=insecure,
-                                    simulation=simulation),
+                                    simulation=simulation, node_auth=node_auth,
+                                    fab_gate=fab_gate),
                   log_path=state.superlink_home / "superlink.log",
                   env=flower_env(state.superlink_home))
     try:
@@ -230,13 +256,20 @@ def _toml_value(value: object) -> str:
     return json.dumps(str(value))  # a TOML basic string is a JSON string for our values
 
 
+FAB_VALIDITY_S = 86400.0
+"""How long a submitted FAB stays runnable beyond the round's own timeout (replay bound)."""
+
+
 def write_app(state: StateDir, run_config: Mapping[str, object]) -> Path:
     """A minimal Flower app (just its pyproject.toml) naming oppu's two apps.
 
     Generated rather than taken from a source checkout, so an installed oppu can submit runs
-    and the FAB stays a few hundred bytes (the code itself is the installed package).
+    and the FAB stays a few hundred bytes (the code itself is the installed package). It
+    carries an expiry and an empty signature slot, filled at submission (``submit_run``).
     """
     from importlib.metadata import PackageNotFoundError, version
+
+    from oppu.shared.fab_trust import FAB_EXPIRES_KEY, FAB_SIGNATURE_KEY
 
     try:
         oppu_version = version("oppu")
@@ -247,7 +280,11 @@ def write_app(state: StateDir, run_config: Mapping[str, object]) -> Path:
              'license = "Apache-2.0"', "", "[tool.flwr.app]", 'publisher = "oppu"', "",
              "[tool.flwr.app.components]", f'serverapp = "{SERVERAPP}"',
              f'clientapp = "{CLIENTAPP}"', "", "[tool.flwr.app.config]"]
-    config = {RunKey.STATE_DIR: str(state.root), **run_config}
+    timeout = run_config.get(RunKey.TIMEOUT, 0.0)
+    expires = time.time() + FAB_VALIDITY_S + (float(timeout) if isinstance(
+        timeout, (int, float)) else 0.0)
+    config = {RunKey.STATE_DIR: str(state.root), **run_config,
+              FAB_EXPIRES_KEY: int(expires), FAB_SIGNATURE_KEY: ""}
     lines += [f'"{key}" = {_toml_value(value)}' for key, value in config.items()]
     path = state.app_dir / "pyproject.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -272,19 +309,37 @@ def _json_tail(text: str) -> dict:
     return json.loads(text[start:])
 
 
+def fab_signature_override(state: StateDir, app_dir: Path) -> list[str]:
+    """``--run-config`` arguments carrying the signature over the FAB ``flwr run`` will send.
+
+    Empty for an app without the signature slot or a state dir without a signing key.
+    """
+    import tomllib
+
+    from oppu.shared.fab_trust import FAB_SIGNATURE_KEY, build_fab, sign_fab
+    from oppu.shared.signing import load_signing_key
+
+    config = tomllib.loads((app_dir / "pyproject.toml").read_text())
+    if FAB_SIGNATURE_KEY not in config.get("tool", {}).get("flwr", {}).get("app", {}).get(
+            "config", {}) or not state.signing_key.is_file():
+        return []
+    signature = sign_fab(build_fab(app_dir), load_signing_key(state.signing_key))
+    return ["--run-config", f'{FAB_SIGNATURE_KEY}="{signature}"']
+
+
 def submit_run(state: StateDir, app_dir: Path | None = None,
                federation_config: Mapping[str, object] | None = None) -> str:
-    """``flwr run <app> oppu``; returns the run id.
+    """``flwr run <app> oppu``, the FAB signed with the state dir's key; returns the run id.
 
     ``federation_config`` goes to ``--federation-config`` (a simulation SuperLink's
     ``num-supernodes``, ``client-resources-num-cpus``, ``client-resources-num-gpus``).
     """
-    extra = []
+    app_dir = app_dir or state.app_dir
+    extra = fab_signature_override(state, app_dir)
     if federation_config:
-        extra = ["--federation-config",
-                 " ".join(f"{k}={_toml_value(v)}" for k, v in federation_config.items())]
-    out = _json_tail(_flwr(state, "run", str(app_dir or state.app_dir), CONNECTION,
-                           *extra, "--format", "json"))
+        extra += ["--federation-config",
+                  " ".join(f"{k}={_toml_value(v)}" for k, v in federation_config.items())]
+    out = _json_tail(_flwr(state, "run", str(app_dir), CONNECTION, *extra, "--format", "json"))
     if not out.get("success") or not out.get("run-id"):
         raise OppuError(f"The SuperLink did not start the run: {out}")
     return str(out["run-id"])
@@ -320,7 +375,8 @@ def wait_for_result(state: StateDir, run_id: str, *, timeout: float,
             return result
         for proc in watch:
             if proc.poll() is not None:
-                raise OppuError(f"{proc.args[0]} exited ({proc.returncode}) during the run.")
+                raise OppuError(f"The SuperLink exited ({proc.returncode}) during the run; "
+                                f"see {state.superlink_home / 'superlink.log'}.")
         checks += 1
         if checks % 5 == 0:
             status = run_status(state, run_id)
@@ -334,26 +390,143 @@ def wait_for_result(state: StateDir, run_id: str, *, timeout: float,
     raise OppuError(f"Run {run_id} did not finish within {timeout:.0f} s.")
 
 
+# ---- enrolled SuperNode keys (node authentication) -----------------------------------------
+ENROLLED_DIR = "enrolled"
+"""``keys/enrolled/<name>.pub``: the SuperNode public keys this coordinator accepts."""
+
+
+def enrolled_dir(state: StateDir) -> Path:
+    return state.root / "keys" / ENROLLED_DIR
+
+
+def enrolled_keys(state: StateDir) -> dict[str, bytes]:
+    """Name -> OpenSSH public key line, for every enrolled SuperNode key."""
+    from oppu.shared.node_auth import PUBLIC_SUFFIX, read_public_key
+
+    folder = enrolled_dir(state)
+    if not folder.is_dir():
+        return {}
+    return {p.name.removesuffix(PUBLIC_SUFFIX): read_public_key(p)
+            for p in sorted(folder.glob(f"*{PUBLIC_SUFFIX}"))}
+
+
+def enroll_key(state: StateDir, public_key: str | Path | bytes, *,
+               name: str | None = None) -> tuple[str, str]:
+    """Accept a SuperNode's public key: returns (name, fingerprint). Idempotent per key."""
+    from oppu.shared.node_auth import (
+        PUBLIC_SUFFIX,
+        check_node_name,
+        default_node_name,
+        fingerprint,
+        read_public_key,
+    )
+
+    line = read_public_key(public_key)
+    name = check_node_name(name or default_node_name(line))
+    for other, other_line in enrolled_keys(state).items():
+        if other_line == line and other != name:
+            raise OppuError(f"This key is already enrolled as {other!r}.")
+        if other == name and other_line != line:
+            raise OppuError(f"{name!r} is enrolled with another key; remove it first "
+                            f"(`oppu-coordinator enroll --remove {name}`).")
+    path = enrolled_dir(state) / f"{name}{PUBLIC_SUFFIX}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, f"{line.decode()} {name}\n")
+    return name, fingerprint(line)
+
+
+def remove_key(state: StateDir, name: str) -> bool:
+    """Forget an enrolled key (the SuperLink drops it at the next ``sync_registrations``)."""
+    from oppu.shared.node_auth import PUBLIC_SUFFIX, check_node_name
+
+    path = enrolled_dir(state) / f"{check_node_name(name)}{PUBLIC_SUFFIX}"
+    if not path.is_file():
+        return False
+    path.unlink()
+    return True
+
+
+def sync_registrations(state: StateDir) -> dict[str, int]:
+    """Make the running SuperLink's registered keys equal the enrolled ones.
+
+    Registers each enrolled key it does not hold and unregisters named nodes no longer
+    enrolled (``coordinator/node_registry.py``, one Control API connection for all keys);
+    returns {name: node id}. A key revoked earlier cannot come back in that database.
+    """
+    import sys
+
+    enrolled = {name: line.decode() for name, line in enrolled_keys(state).items()}
+    proc = subprocess.run([sys.executable, "-m", "oppu.coordinator.node_registry", CONNECTION],
+                          input=json.dumps(enrolled), env=flower_env(state.flwr_home),
+                          text=True, capture_output=True, timeout=120, check=False)
+    if proc.returncode != 0:
+        raise OppuError(f"Could not update the SuperLink's SuperNode keys:\n"
+                        f"{(proc.stdout + proc.stderr)[-2000:]}")
+    result = _json_tail(proc.stdout)
+    if result["removed"]:
+        log.info("Unregistered SuperNodes no longer enrolled: %s", ", ".join(result["removed"]))
+    if result["revoked"]:
+        names = ", ".join(result["revoked"])
+        raise OppuError(f"Enrolled key(s) {names} were revoked in this SuperLink's database "
+                        "and cannot be registered again: remove them (`oppu-coordinator "
+                        "enroll --remove NAME`) and have the client make a new key "
+                        "(`oppu-client keygen --force`).")
+    return {name: int(node_id) for name, node_id in result["nodes"].items()}
+
+
+def superlink_running(state: StateDir) -> bool:
+    """Whether the SuperLink this state dir's flwr connection names answers (for ``enroll``)."""
+    import tomllib
+
+    path = state.flwr_home / "config.toml"
+    if not path.is_file():
+        return False
+    address = tomllib.loads(path.read_text())["superlink"][CONNECTION]["address"]
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
 # ---- one coordinator: BaseStore + SuperLink + runs -----------------------------------------
 class Coordinator:
     """Everything ``oppu-coordinator start`` runs, as one object (tests use it directly).
 
     ``start()`` prepares keys and certificates in the state dir, serves the base over the
-    BaseStore (TLS unless ``insecure``), writes ``federation.json`` and starts the SuperLink;
-    ``run_round()`` submits the Flower app and waits for the cohort's result; ``stop()``
-    stops whatever was started. Use it as a context manager so Ctrl-C stops everything.
+    BaseStore (TLS unless ``insecure``), writes ``federation.json`` and starts the SuperLink
+    (registering the enrolled SuperNode keys); ``run_round()`` submits the signed Flower app
+    and waits for the cohort's result; ``stop()`` stops whatever was started. Use it as a
+    context manager so Ctrl-C stops everything.
+
+    ``node_auth`` (default: on with TLS and real SuperNodes) admits only enrolled SuperNode
+    keys (``enroll``); ``fab_gate`` (default: on unless ``simulation``) lets the SuperLink
+    run only FABs this coordinator signed; ``fleet_proxy`` (default: on unless
+    ``simulation``) keeps the SuperLink on loopback and exposes only its Fleet API on
+    ``host:port`` (``coordinator/fleet_proxy.py``: Flower's Control API has no authentication).
     """
 
     def __init__(self, state_dir: str | Path, base_dir: str | Path, *, host: str = "0.0.0.0",
                  public_host: str = "localhost", port: int = DEFAULT_SUPERLINK_PORT,
                  base_port: int = DEFAULT_BASE_PORT, insecure: bool = False,
-                 base_interceptors: Sequence = (), simulation: bool = False):
+                 base_interceptors: Sequence = (), simulation: bool = False,
+                 node_auth: bool | None = None, fab_gate: bool | None = None,
+                 fleet_proxy: bool | None = None):
         self.state = StateDir(state_dir)
         self.base_dir = Path(base_dir).expanduser().resolve()
         self.host, self.public_host = host, public_host
         self.port, self.base_port = port, base_port
         self.insecure = insecure
         self.simulation = simulation
+        self.node_auth = (not insecure and not simulation) if node_auth is None else node_auth
+        if self.node_auth and (insecure or simulation):
+            raise OppuError("SuperNode authentication needs TLS and real SuperNodes: drop "
+                            "--insecure, or start with --no-node-auth.")
+        self.fab_gate = (not simulation) if fab_gate is None else fab_gate
+        self.fleet_proxy = (not simulation) if fleet_proxy is None else fleet_proxy
+        self._superlink_port = port
+        self.proxy = None
         self._interceptors = tuple(base_interceptors)
         self.base_server = None
         self.superlink: subprocess.Popen | None = None
@@ -361,6 +534,9 @@ class Coordinator:
 
     @property
     def superlink_address(self) -> str:
+        """Where the operator's ``flwr`` CLI and the ServerApp reach the SuperLink."""
+        if self.fleet_proxy:
+            return f"127.0.0.1:{self._superlink_port}"
         local = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"{local}:{self.port}"
 
@@ -387,10 +563,33 @@ class Coordinator:
             base_address=f"{self.public_host}:{self.base_server.port}",
             base_key_pem=public_key_pem(signing.public_key()).decode(),
             superlink_address=self.client_address, insecure=self.insecure))
+        if self.fleet_proxy:
+            from oppu.coordinator.fleet_proxy import FleetProxy
+            from oppu.shared.federation import free_port
+
+            self._superlink_port = free_port()
+            self.proxy = FleetProxy(host=self.host, port=self.port,
+                                    upstream=self.superlink_address,
+                                    tls_dir=None if self.insecure else self.state.tls).start()
         write_flwr_connection(self.state, self.superlink_address, insecure=self.insecure)
-        self.superlink = start_superlink(self.state, host=self.host, port=self.port,
-                                         insecure=self.insecure, simulation=self.simulation)
+        self.superlink = start_superlink(
+            self.state, host="127.0.0.1" if self.fleet_proxy else self.host,
+            port=self._superlink_port, insecure=self.insecure, simulation=self.simulation,
+            node_auth=self.node_auth, fab_gate=self.fab_gate)
+        if self.node_auth:
+            sync_registrations(self.state)
         return self
+
+    def enroll(self, public_key: str | Path | bytes, *, name: str | None = None) -> str:
+        """Accept a SuperNode key (and register it now if the SuperLink runs); its name."""
+        name, _ = enroll_key(self.state, public_key, name=name)
+        if self.superlink is not None and not self.simulation:
+            try:
+                sync_registrations(self.state)
+            except OppuError:
+                remove_key(self.state, name)
+                raise
+        return name
 
     def run_round(self, run_config: Mapping[str, object], *, timeout: float = 3600.0,
                   on_submit=None, federation_config: Mapping[str, object] | None = None,
@@ -416,6 +615,9 @@ class Coordinator:
         if self.superlink is not None:
             stop(self.superlink)
             self.superlink = None
+        if self.proxy is not None:
+            self.proxy.stop()
+            self.proxy = None
         if self.base_server is not None:
             self.base_server.stop()
             self.base_server = None

@@ -4,6 +4,12 @@ One round. The round's configuration goes out as a ConfigRecord; what comes back
 client's metric-statistics vector, either masked under SecAgg+ (three clients or more: the
 server only ever holds the sum) or sealed to the coordinator's X25519 key (smaller cohorts).
 The cohort's metric table is computed from the sum, logged, and written to the state dir.
+
+Faults: a client that errs, is killed or hangs gets no say in the sum. Flower answers for a
+node that stopped heartbeating (within ~60 s) and the round's ``timeout`` bounds the rest, so
+the round ends with the others; SecAgg+ reconstructs a dropped client's masks from the
+survivors' shares. The result says how many clients were asked, how many were summed and how
+many failed or dropped out; with fewer than ``min-clients`` summed nothing is published.
 """
 
 from __future__ import annotations
@@ -85,7 +91,8 @@ def main(grid: Grid, context: Context) -> None:
                         "published.")
     result = CohortResult(
         run_id=str(context.run_id), round=round_cfg.round, task=round_cfg.task,
-        aggregation=aggregation, clients=clients, stat_names=metric.stat_names(),
+        aggregation=aggregation, clients=clients, asked=len(nodes),
+        stat_names=metric.stat_names(),
         sums=metric.to_vector(sums), metrics=metric.compute(sums), rejected=rejected,
         variants=metric.per_block(sums) if isinstance(metric, BlockMetric) else {},
         failures=failures, base_version=round_cfg.base_version,
@@ -155,10 +162,10 @@ class _KeepAggregate(FedAvg):
                          on_fit_config_fn=lambda _round: round_cfg.to_config())
         self.mean: list[float] | None = None
         self.clients = 0
-        self.failures = 0
 
     def aggregate_fit(self, server_round, results: list[tuple[object, FitRes]], failures):
-        self.failures = len(failures)
+        # ``failures`` is no count of clients: Flower 1.41 lists a client that dropped while
+        # masking twice. The caller counts dropouts as sampled minus aggregated instead.
         if not results:
             return None, {}
         self.clients = len(results)
@@ -191,14 +198,19 @@ def secagg_sum(grid: Grid, context: Context, round_cfg: RoundConfig, metric: Met
     mean = strategy.mean
     if mean is None or len(mean) != size or min(mean) <= SENTINEL / 2:
         raise OppuError(
-            "SecAgg+ returned no aggregate (the server still holds its initial arrays): a "
-            f"client failed or dropped out ({strategy.failures} failures reported). See the "
-            "clients' logs; nothing was written.")
+            "SecAgg+ returned no aggregate (the server still holds its initial arrays): too "
+            f"many of the {clients} clients failed or dropped out for the reconstruction "
+            f"threshold of {threshold}. See the clients' logs; nothing was written.")
+    failures = clients - strategy.clients
+    if failures:
+        log(WARNING, "%d of %d clients dropped out of SecAgg+; the sum covers the other %d "
+            "(their masks were reconstructed from the survivors' shares).", failures, clients,
+            strategy.clients)
     decoded = decode_mean(mean, strategy.clients, round_cfg.stat_bound, round_cfg.clip)
     sums = snap_whole(metric, dict(zip(metric.stat_names(), decoded, strict=True)),
                       secagg_max_error(strategy.clients, round_cfg.stat_bound))
     metric.validate_stats(sums)  # a client that lied can still make the sum impossible
-    return sums, strategy.clients, strategy.failures
+    return sums, strategy.clients, failures
 
 
 # ---- sealed metrics ------------------------------------------------------------------------
@@ -211,8 +223,19 @@ def sealed_sum(grid: Grid, context: Context, round_cfg: RoundConfig, metric: Met
                         group_id=str(round_cfg.round))
                 for node in nodes]
     total, clients, rejected, failures = metric.new_stats(), 0, 0, 0
-    for reply in grid.send_and_receive(messages, timeout=timeout):
-        node = reply.metadata.src_node_id
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    # The SuperLink answers for a node that stopped heartbeating (killed, hung, offline)
+    # with an error reply of its own: map replies back to nodes by the message they answer.
+    asked = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
+    answered = {asked.get(r.metadata.reply_to_message_id, r.metadata.src_node_id)
+                for r in replies}
+    silent = [node for node in nodes if node not in answered]
+    if silent:
+        failures += len(silent)
+        log(WARNING, "%d of %d clients sent no reply within the %.0f s timeout: %s",
+            len(silent), len(nodes), timeout, ", ".join(map(str, silent)))
+    for reply in replies:
+        node = asked.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
         if reply.has_error():
             failures += 1
             log(WARNING, "Client %s failed: %s", node, reply.error.reason)

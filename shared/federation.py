@@ -505,13 +505,22 @@ def node_config_arg(values: Mapping[str, str | bool | int | float]) -> str:
 
 
 # ---- local processes (SuperLink, SuperNode) --------------------------------------------------
+TELEMETRY_ENV = ("FLWR_TELEMETRY_ENABLED", "RAY_USAGE_STATS_ENABLED")
+"""Usage reporting that Flower and Ray switch on by default; "0" turns each off."""
+
+
 def flower_env(flwr_home: str | Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment for a Flower process: its own FLWR_HOME, this venv's scripts on PATH.
 
     Flower starts ``flower-superexec``, ``flwr-serverapp`` and ``flwr-clientapp`` by name, so
-    the directory of this interpreter's scripts must come first on PATH.
+    the directory of this interpreter's scripts must come first on PATH. Flower's usage
+    telemetry (on by default: every SuperLink, SuperNode and ClientApp posts events to
+    telemetry.flower.ai), and Ray's usage stats in simulation, are off unless the user turned
+    them on: a client promises to send nothing but its encrypted metrics.
     """
     env = dict(os.environ)
+    for name in TELEMETRY_ENV:
+        env.setdefault(name, "0")
     env["FLWR_HOME"] = str(flwr_home)
     scripts = str(Path(sys.executable).parent)
     env["PATH"] = scripts + os.pathsep + env.get("PATH", "")

@@ -94,3 +94,28 @@ def release_memory() -> None:
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def process_trees(root_pids: list[int] | tuple[int, ...]) -> dict[int, list[int]]:
+    """Each root with all its descendants (root first), from one scan of ``/proc``.
+
+    ``descendants`` scans ``/proc`` per call; a load test watching a hundred SuperNodes
+    several times a second needs one scan for all of them.
+    """
+    if not _PROC.is_dir():
+        return {root: [] for root in root_pids}
+    children = _children_map()
+    trees: dict[int, list[int]] = {}
+    for root in root_pids:
+        found, stack = [root], list(children.get(root, ()))
+        while stack:
+            pid = stack.pop()
+            found.append(pid)
+            stack.extend(children.get(pid, ()))
+        trees[root] = found
+    return trees
+
+
+def process_rss_bytes(pid: int) -> int:
+    """One process's resident memory now (0 once it is gone)."""
+    return _rss_bytes(pid)

@@ -49,6 +49,7 @@ from oppu.shared.federation import (
     stop,
 )
 from oppu.shared.metrics import make_metric
+from oppu.shared.node_auth import load_or_create_node_key
 from oppu.shared.signing import public_key_path
 from oppu.shared.tasks import get_task
 
@@ -165,12 +166,17 @@ def _run(root: Path, users: int, aggregation: str, insecure: bool,
     coordinator = Coordinator(root / "coordinator", base_artifact(), host="127.0.0.1",
                               port=free_port(), base_port=0, insecure=insecure,
                               base_interceptors=[recorder])
-    clients, nodes = [], []
+    clients, nodes, keys = [], [], []
+    for user in range(users):  # each client makes its node key; the coordinator enrolls it
+        key, _ = load_or_create_node_key(root / f"user{user}")
+        keys.append(key.private if coordinator.node_auth else None)
+        if coordinator.node_auth:
+            coordinator.enroll(key.public, name=f"user{user}")
     with coordinator:
         ca = None if insecure else coordinator.state.tls / "ca.pem"
         for user in range(users):
             data = root / f"user{user}"
-            data.mkdir(parents=True)
+            data.mkdir(parents=True, exist_ok=True)
             history = make_history(user)
             path = data / "history.jsonl"
             path.write_text("".join(json.dumps(item) + "\n" for item in history))
@@ -178,7 +184,8 @@ def _run(root: Path, users: int, aggregation: str, insecure: bool,
                 coordinator.client_address, history=path, data_dir=data, port=free_port(),
                 ca=ca, insecure=insecure,
                 coordinator_key=public_key_path(coordinator.state.signing_key),
-                base_cache=root / "base-cache", audit_log=data / "sent.jsonl", device="cpu")
+                base_cache=root / "base-cache", audit_log=data / "sent.jsonl", device="cpu",
+                auth_key=keys[user])
             env = flower_env(data / "flwr", {"OPPU_HOME": str(data / "home"),
                                              "OMP_NUM_THREADS": "1"})
             nodes.append(launch(cmd, log_path=data / "supernode.log", env=env))

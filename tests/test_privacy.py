@@ -17,7 +17,13 @@ import numpy as np
 import pytest
 from test_federation import FederationRun, sealed_federation, secagg_federation
 
-from oppu.shared.federation import QUANTIZATION_RANGE, SECAGG, encode_stats
+from oppu.shared.federation import (
+    QUANTIZATION_RANGE,
+    SECAGG,
+    TELEMETRY_ENV,
+    encode_stats,
+    flower_env,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -147,3 +153,19 @@ def test_secagg_replies_hide_each_clients_statistics(secagg_run: FederationRun):
         values = masked[1].astype(np.float64)
         assert values.shape == quantized.shape
         assert int((np.abs(values - quantized) <= 2).sum()) <= 1
+
+
+def test_flower_and_ray_usage_telemetry_is_off_unless_the_user_turns_it_on(monkeypatch):
+    """Flower posts usage events from every process by default (and Ray in simulation):
+    nothing but encrypted metrics may leave a client, so every Flower process oppu starts
+    runs with them off; a user who set the variable keeps their choice."""
+    import inspect
+
+    import flwr.supercore.telemetry as telemetry
+
+    assert 'os.getenv("FLWR_TELEMETRY_ENABLED"' in inspect.getsource(telemetry)  # still its name
+    for name in TELEMETRY_ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert all(flower_env("/tmp/flwr")[name] == "0" for name in TELEMETRY_ENV)
+    monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "1")
+    assert flower_env("/tmp/flwr")["FLWR_TELEMETRY_ENABLED"] == "1"

@@ -30,4 +30,4 @@ def main() -> None:
 
 
 # Each command lives in its own module and registers itself on ``app``.
-from oppu.client.cli import ask, join, train, validate  # noqa: E402, F401
+from oppu.client.cli import ask, join, keygen, train, validate  # noqa: E402, F401

@@ -4,10 +4,15 @@ Starts a Flower SuperNode connected to the coordinator's SuperLink and waits for
 each round the ClientApp (``oppu.client.client_app``) trains this user's adapter on the
 history named here and sends back encrypted statistics; the history path, the adapter and
 any profile stay on this machine (they sit in the SuperNode's node config and data dir).
+
+Trust (SECURITY.md): the SuperNode proves itself with this user's node key (``oppu-client
+keygen``; the coordinator's operator enrolls its public half), and runs only oppu's own app
+bundle, signed by the coordinator's pinned key (``oppu.shared.fab_trust``).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -27,15 +32,34 @@ from oppu.shared.federation import (
 )
 from oppu.shared.paths import user_dir
 
+AUTH_REFUSED_MARKERS = ("[code: 2004] Failed to activate SuperNode",
+                        "All SuperNodes must be registered via the CLI",
+                        "Invalid SuperNode authentication")
+"""What Flower 1.41's SuperNode logs when the SuperLink does not accept its key (unknown
+key; no key while the SuperLink requires one; a bad signature)."""
+REJOIN_WINDOW_S = 90.0
+"""How long a refused key is retried: Flower 1.41 refuses a node key as long as a crashed
+session of it still counts as online (up to 2 x 30 s heartbeats after its last one)."""
+REJOIN_RETRY_S = 5.0
+
 
 def supernode_command(coordinator: str, *, history: Path, data_dir: Path, port: int,
                       ca: Path | None = None, insecure: bool = False,
                       coordinator_key: Path | None = None, base_store: str | None = None,
                       base_cache: Path | None = None, audit_log: Path | None = None,
-                      device: str = "auto") -> list[str]:
-    """The ``flower-supernode`` command line for one user (tests start it the same way)."""
+                      device: str = "auto", auth_key: Path | None = None,
+                      fab_gate: bool = True) -> list[str]:
+    """The SuperNode command line for one user (tests start it the same way).
+
+    ``auth_key``: the node's private key (``--auth-supernode-private-key``), checked
+    owner-only. ``fab_gate``: run ``flower-supernode`` through oppu's FAB gate, which
+    refuses app bundles that carry code or (with ``coordinator_key``) lack its signature.
+    """
     if insecure and ca is not None:
         raise OppuError("Pass either --ca (TLS, the default) or --insecure, not both.")
+    if insecure and auth_key is not None:
+        raise OppuError("SuperNode authentication needs TLS: drop --insecure, or join "
+                        "with --no-node-auth.")
     node: dict[str, str | bool] = {NodeKey.HISTORY_PATH: str(history.resolve()),
                                    NodeKey.DATA_DIR: str(data_dir.resolve()),
                                    NodeKey.DEVICE: device}
@@ -46,11 +70,29 @@ def supernode_command(coordinator: str, *, history: Path, data_dir: Path, port: 
     node.update({key: str(Path(value).resolve()) for key, value in optional.items() if value})
     if base_store:
         node[NodeKey.BASE_ADDRESS] = base_store
-    cmd = ["flower-supernode", "--superlink", coordinator, "--port", str(port),
-           "--node-config", node_config_arg(node)]
+    args = ["--superlink", coordinator, "--port", str(port),
+            "--node-config", node_config_arg(node)]
+    if auth_key is not None:
+        from oppu.shared.node_auth import check_node_key
+
+        args += ["--auth-supernode-private-key", str(check_node_key(auth_key).private.resolve())]
     if insecure:
-        return [*cmd, "--insecure"]
-    return [*cmd, "--root-certificates", str(ca.resolve())] if ca else cmd
+        args.append("--insecure")
+    elif ca:
+        args += ["--root-certificates", str(ca.resolve())]
+    if not fab_gate:
+        return ["flower-supernode", *args]
+    from oppu.shared.fab_trust import launch_command
+
+    return launch_command("flower-supernode", args, trusted_key=coordinator_key)
+
+
+def auth_refusal(log_text: str) -> str | None:
+    """The line of a SuperNode log that says the SuperLink refused this node's key."""
+    for line in log_text.splitlines():
+        if any(marker in line for marker in AUTH_REFUSED_MARKERS):
+            return line.strip()
+    return None
 
 
 @app.command()
@@ -65,8 +107,13 @@ def join(
         "--insecure", help="No TLS (only against a coordinator started with --insecure).")
     ] = False,
     coordinator_key: Annotated[Path | None, typer.Option(
-        "--coordinator-key", help="Pin the coordinator's signing key (signing_key.pem.pub); "
-        "default: trust the key the round names, over TLS.")] = None,
+        "--coordinator-key", help="Pin the coordinator's signing key (signing_key.pem.pub): "
+        "the base and every app bundle must carry its signature. Default: trust the key the "
+        "round names, over TLS, and accept unsigned (code-free) app bundles.")] = None,
+    node_auth: Annotated[bool | None, typer.Option(
+        "--node-auth/--no-node-auth", help="Authenticate this SuperNode with your node key "
+        "(made on first use, see `oppu-client keygen`); default: on unless --insecure.")
+    ] = None,
     base_store: Annotated[str | None, typer.Option(
         "--base-store", help="Where to fetch the base, HOST:PORT (default: as the round "
         "says).")] = None,
@@ -84,9 +131,16 @@ def join(
     """Join a federation: train your adapter each round, share only encrypted metrics."""
     if not history.is_file():
         raise OppuError(f"No history file at {history}.")
+    if insecure and ca is not None:
+        raise OppuError("Pass either --ca (TLS, the default) or --insecure, not both.")
+    if node_auth and insecure:
+        raise OppuError("SuperNode authentication needs TLS: drop --insecure or --node-auth.")
     if not insecure and ca is None:
         console.print("[yellow]No --ca given: the coordinator's certificate must be trusted "
                       "by this system's roots.[/]")
+    if coordinator_key is None:
+        console.print("[yellow]No --coordinator-key: app bundles are checked for code but "
+                      "not for the coordinator's signature.[/]")
     if task is not None:
         from oppu.shared.data import read_history
         from oppu.shared.tasks import get_task
@@ -95,17 +149,52 @@ def join(
         console.print(f"{len(items)} history items are valid for {task}.")
     data = data_dir if data_dir is not None else user_dir(user)
     data.mkdir(parents=True, exist_ok=True)
+    auth_key = None
+    if node_auth if node_auth is not None else not insecure:
+        from oppu.shared.node_auth import load_or_create_node_key
+
+        key, created = load_or_create_node_key(data)
+        auth_key = key.private
+        if created:
+            console.print(f"Made your node key; the coordinator's operator must enroll its "
+                          f"public half before you can take part:\n  {key.public}  "
+                          f"(fingerprint {key.fingerprint})\nThey run: oppu-coordinator "
+                          f"enroll {key.public.name} --name {user}")
     cmd = supernode_command(coordinator, history=history, data_dir=data,
                             port=port or free_port(), ca=ca, insecure=insecure,
                             coordinator_key=coordinator_key, base_store=base_store,
-                            audit_log=data / "sent.jsonl" if audit else None, device=device)
+                            audit_log=data / "sent.jsonl" if audit else None, device=device,
+                            auth_key=auth_key)
     log_path = data / "supernode.log"
     stop_cleanly_on_sigterm()
-    proc = launch(cmd, log_path=log_path, env=flower_env(data / "flwr"))
-    console.print(f"Joined {coordinator}; waiting for rounds (Ctrl-C to leave). "
-                  f"Log: {log_path}")
+    env = flower_env(data / "flwr")
+    console.print(f"Joining {coordinator} (Ctrl-C to leave). Log: {log_path}")
+    deadline = time.monotonic() + REJOIN_WINDOW_S
+    while True:
+        mark = log_path.stat().st_size if log_path.is_file() else 0
+        code = _run_supernode(cmd, log_path, env)
+        refused = auth_refusal(_log_after(log_path, mark)) if auth_key and code else None
+        if not refused or time.monotonic() > deadline:
+            break
+        # Flower keeps a crashed SuperNode online for up to 2 heartbeats (60 s) and refuses
+        # its key meanwhile, the same way it refuses an unenrolled key: wait that out first.
+        console.print(f"[yellow]Refused ({refused}); retrying in {REJOIN_RETRY_S:.0f} s: a "
+                      "session of this node that crashed stays online for up to a minute.[/]")
+        time.sleep(REJOIN_RETRY_S)
+    if code != 0:
+        if refused:
+            raise OppuError(f"The coordinator refused this node's key ({refused}). Send "
+                            f"{auth_key}.pub to its operator to enroll (`oppu-coordinator "
+                            "enroll`), or join with --no-node-auth if it runs without node "
+                            "authentication.")
+        raise OppuError(f"The SuperNode stopped ({code}); see {log_path}.")
+
+
+def _run_supernode(cmd: list[str], log_path: Path, env: dict[str, str]) -> int:
+    """Run the SuperNode until it exits; Ctrl-C stops it and leaves the federation."""
+    proc = launch(cmd, log_path=log_path, env=env)
     try:
-        code = proc.wait()
+        return proc.wait()
     except KeyboardInterrupt:
         console.print("Leaving the federation...")
         stop(proc)
@@ -113,6 +202,10 @@ def join(
     finally:
         if proc.poll() is None:
             stop(proc)
-    if code != 0:
-        raise OppuError(f"The SuperNode stopped ({code}); see {log_path}.")
 
+
+def _log_after(path: Path, offset: int) -> str:
+    """What the log gained since ``offset`` (this attempt's lines only)."""
+    with open(path, "rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")

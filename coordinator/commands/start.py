@@ -17,6 +17,7 @@ from oppu.coordinator.federation import (
 from oppu.shared.cli_support import console, friendly_errors, stop_cleanly_on_sigterm
 from oppu.shared.federation import AGGREGATIONS, AUTO, RoundKey, RunKey
 from oppu.shared.paths import oppu_home
+from oppu.shared.tls import CA_CERT
 
 
 @app.command()
@@ -40,7 +41,11 @@ def start(
     port: Annotated[int, typer.Option(help="SuperLink port.")] = DEFAULT_SUPERLINK_PORT,
     base_port: Annotated[int, typer.Option(help="BaseStore port.")] = DEFAULT_BASE_PORT,
     insecure: Annotated[bool, typer.Option(
-        "--insecure", help="No TLS anywhere (local experiments only).")] = False,
+        "--insecure", help="No TLS anywhere, no node authentication (local experiments "
+        "only).")] = False,
+    node_auth: Annotated[bool | None, typer.Option(
+        "--node-auth/--no-node-auth", help="Admit only SuperNodes whose keys were enrolled "
+        "(`oppu-coordinator enroll`). Default: on, off with --insecure.")] = None,
     peft: Annotated[str, typer.Option(help="Private module: lora, prompt_tuning, ia3.")
     ] = "lora",
     lora_r: Annotated[int, typer.Option(min=1, help="LoRA rank.")] = 8,
@@ -69,18 +74,37 @@ def start(
     }
     stop_cleanly_on_sigterm()
     coordinator = Coordinator(state, base, host=host, public_host=public_host, port=port,
-                              base_port=base_port, insecure=insecure)
+                              base_port=base_port, insecure=insecure, node_auth=node_auth)
     with coordinator:
-        join = f"oppu-client join --history YOUR_HISTORY.jsonl --coordinator " \
-               f"{coordinator.client_address}"
-        join += " --insecure" if insecure else f" --ca {coordinator.state.tls / 'ca.pem'}"
         console.print(f"SuperLink on {coordinator.client_address}, base "
                       f"{coordinator.base_server.manifest.version[:12]} on "
                       f"{public_host}:{coordinator.base_server.port}. State: "
-                      f"{coordinator.state.root}\nClients join with:\n  {join}\n"
-                      f"Waiting for {min_clients} clients (Ctrl-C stops everything)...")
+                      f"{coordinator.state.root}\n{join_instructions(coordinator)}\n"
+                      f"Waiting for {min_clients} clients (Ctrl-C stops everything)...",
+                      highlight=False)
         result = coordinator.run_round(
             run_config, timeout=timeout + 600,
             on_submit=lambda run_id: console.print(f"Submitted run {run_id}."))
     typer.echo(format_table(result))
     console.print(f"Results: {coordinator.state.result_path(result.run_id)}")
+
+
+def join_instructions(coordinator: Coordinator) -> str:
+    """What to hand each client (files to copy, the command) and how to enroll its key."""
+    from oppu.coordinator.federation import enrolled_keys
+    from oppu.shared.signing import public_key_path
+
+    state = coordinator.state
+    key = public_key_path(state.signing_key)
+    join = (f"oppu-client join --history YOUR_HISTORY.jsonl --coordinator "
+            f"{coordinator.client_address} --coordinator-key {key.name}")
+    join += " --insecure" if coordinator.insecure else f" --ca {CA_CERT}"
+    files = key.name if coordinator.insecure else f"{CA_CERT} and {key.name}"
+    lines = [f"Give clients {files} (from {state.tls} and {key.parent}); they join with:",
+             f"  {join}" + ("" if coordinator.node_auth else " --no-node-auth")]
+    if coordinator.node_auth:
+        lines.append(f"Node authentication is on: {len(enrolled_keys(state))} SuperNode keys "
+                     "enrolled. Enroll a client's key (its supernode_key.pub, from "
+                     "`oppu-client keygen`) with:\n  oppu-coordinator enroll KEY.pub --name "
+                     f"NAME --state-dir {state.root}")
+    return "\n".join(lines)
