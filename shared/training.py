@@ -2,7 +2,9 @@
 
 Same recipe as the OPPU reference (AdamW, linear warm-up/decay, grad clipping, loss on answer
 tokens only) with less waste: length-grouped batches, left padding with logits only at answer
-positions, and bf16 autocast where the hardware runs it fast.
+positions, a prompt prefix shared by a batch computed once, dropout that draws only the dropped
+positions, key/value heads shared rather than copied in attention, and bf16 autocast where the
+hardware runs it fast.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from oppu.shared.batching import (
     length_grouped_batches,
     shared_prompt_prefix,
 )
+from oppu.shared.gqa_attention import gqa_sdpa
 from oppu.shared.inference import is_prompt_learning
 
 
@@ -174,6 +177,8 @@ def train_loop(
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
+    from oppu.shared.sparse_dropout import sparse_dropout  # imports torch: keep it lazy
+
     if not examples:
         raise ValueError("Nothing to train on: the example list is empty.")
     torch.manual_seed(settings.seed)
@@ -192,7 +197,7 @@ def train_loop(
     tokens, step, losses = 0, 0, []
     start = time.perf_counter()
     bar = tqdm(total=total, desc=description, unit="step", disable=not show_progress, leave=False)
-    with contiguous_head_input(model):
+    with contiguous_head_input(model), sparse_dropout(model), gqa_sdpa(model):
         try:
             for epoch in range(epochs):
                 for batch in length_grouped_batches(examples, settings.batch_size,

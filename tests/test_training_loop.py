@@ -1,5 +1,6 @@
-"""The training loop's shortcuts change speed, never the loss: shared-prefix batches and the
-contiguous head input give the plain path's loss and gradients, and leave no hook behind."""
+"""The training loop's shortcuts change speed, never the loss: shared-prefix batches, the
+contiguous head input and head-sharing attention give the plain path's loss and gradients and
+leave nothing behind; sparse dropout drops with nn.Dropout's distribution."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 from oppu.client.peft_methods import PeftSettings
 from oppu.client.personalize import attach_fresh_adapter, detach_adapter
 from oppu.shared.batching import shared_prompt_prefix, tokenize_example
+from oppu.shared.gqa_attention import GQA_SDPA, gqa_sdpa
 from oppu.shared.tasks import get_task
 from oppu.shared.training import MIN_SHARED_PREFIX, batch_loss, contiguous_head_input
 
@@ -22,15 +24,18 @@ def _batch(tokenizer):
     return [tokenize_example(tokenizer, ex, 256) for ex in examples]
 
 
-def _loss_and_grads(model, batch, pad_id, *, share_prefix: bool, contiguous: bool):
+def _loss_and_grads(model, batch, pad_id, *, share_prefix: bool, contiguous: bool,
+                    gqa: bool = False):
+    import contextlib
+
     import torch
 
     model.zero_grad(set_to_none=True)
-    if contiguous:
-        with contiguous_head_input(model):
-            loss, _ = batch_loss(model, batch, pad_id, torch.device("cpu"),
-                                 share_prefix=share_prefix)
-    else:
+    with contextlib.ExitStack() as stack:
+        if contiguous:
+            stack.enter_context(contiguous_head_input(model))
+        if gqa:
+            assert stack.enter_context(gqa_sdpa(model))  # SmolLM2: 9 query heads, 3 kv heads
         loss, _ = batch_loss(model, batch, pad_id, torch.device("cpu"),
                              share_prefix=share_prefix)
     loss.backward()
@@ -51,14 +56,149 @@ def test_shortcuts_give_the_plain_loss_and_gradients(base) -> None:
                     layer.weight.data.normal_(0, 0.02)
         plain_loss, plain = _loss_and_grads(model, batch, pad, share_prefix=False,
                                             contiguous=False)
-        for share, contiguous in ((True, False), (False, True), (True, True)):
+        for share, contiguous, gqa in ((True, False, False), (False, True, False),
+                                       (False, False, True), (True, True, True)):
             loss, grads = _loss_and_grads(model, batch, pad, share_prefix=share,
-                                          contiguous=contiguous)
+                                          contiguous=contiguous, gqa=gqa)
             assert loss == pytest.approx(plain_loss, rel=1e-4)
             for name, grad in grads.items():
                 scale = float(plain[name].abs().max()) + 1e-12
                 assert float((grad - plain[name]).abs().max()) / scale < 2e-3, name
         head = model.get_output_embeddings()
         assert not head._forward_pre_hooks  # the hook left with the context
+        assert model.config._attn_implementation == "sdpa"  # and the attention came back
     finally:
         detach_adapter(model)
+
+
+def _tiny_gqa_llama(attn: str = "sdpa"):
+    """A 2-layer Llama sharing each key/value head between 2 query heads; no files needed."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=128, attn_implementation=attn)
+    return LlamaForCausalLM(config)
+
+
+def _tiny_batch():
+    from oppu.shared.batching import IGNORE, Tokenized
+
+    prompt = list(range(3, 23))  # a 20-token shared prefix, then rows of different lengths
+    rows = [prompt + [30 + i] * (2 + 3 * i) + [40 + i, 41] for i in range(3)]
+    return [Tokenized(ids, [IGNORE] * (len(ids) - 2) + ids[-2:], False) for ids in rows]
+
+
+@pytest.mark.parametrize("share_prefix", [False, True])
+def test_head_sharing_attention_gives_the_same_loss_and_gradients(share_prefix: bool) -> None:
+    import torch
+
+    model = _tiny_gqa_llama()
+    model.train()
+    batch = _tiny_batch()
+
+    def loss_and_grads():
+        model.zero_grad(set_to_none=True)
+        loss, _ = batch_loss(model, batch, 0, torch.device("cpu"), share_prefix=share_prefix)
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    plain_loss, plain = loss_and_grads()
+    with gqa_sdpa(model) as switched:
+        assert switched and model.config._attn_implementation == GQA_SDPA
+        loss, grads = loss_and_grads()
+    assert model.config._attn_implementation == "sdpa"
+    assert loss == pytest.approx(plain_loss, rel=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, plain[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_head_sharing_attention_leaves_other_models_alone() -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    eager = _tiny_gqa_llama("eager")
+    with gqa_sdpa(eager) as switched:
+        assert not switched and eager.config._attn_implementation == "eager"
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4,
+                         attn_implementation="sdpa")
+    no_sharing = LlamaForCausalLM(config)
+    with gqa_sdpa(no_sharing) as switched:
+        assert not switched and no_sharing.config._attn_implementation == "sdpa"
+
+
+# ---- sparse dropout ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("p", [0.05, 0.3, 0.7])
+def test_sparse_dropout_drops_like_nn_dropout(p: float) -> None:
+    import math
+
+    import torch
+
+    from oppu.shared.sparse_dropout import SparseDropout
+
+    torch.manual_seed(0)
+    rows, cols = 400, 1000
+    x = torch.ones(rows, cols, requires_grad=True)
+    out = SparseDropout(p).train()(x)
+    dropped = out == 0
+    n = rows * cols
+    assert abs(float(dropped.float().mean()) - p) < 5 * math.sqrt(p * (1 - p) / n)
+    assert torch.equal(out[~dropped], torch.full_like(out[~dropped], 1 / (1 - p)))
+    per_row = dropped.float().sum(dim=1)  # binomial(cols, p) per row
+    assert float(per_row.std()) == pytest.approx(math.sqrt(cols * p * (1 - p)), rel=0.15)
+    halves = dropped.view(-1).chunk(2)
+    assert abs(float(halves[0].float().mean() - halves[1].float().mean())) < 0.01
+    pairs = (dropped[:, :-1] & dropped[:, 1:]).float().mean()  # neighbours independent
+    assert float(pairs) == pytest.approx(p * p, rel=0.1)
+    out.backward(torch.ones_like(out))  # gradient: 1/(1-p) where kept, 0 where dropped
+    assert torch.equal(x.grad, (~dropped).float() / (1 - p))
+
+
+def test_sparse_dropout_is_the_identity_when_not_training() -> None:
+    import torch
+
+    from oppu.shared.sparse_dropout import SparseDropout
+
+    x = torch.randn(7, 11)
+    assert torch.equal(SparseDropout(0.05).eval()(x), x)
+    assert torch.equal(SparseDropout(0.0).train()(x), x)
+    assert SparseDropout(0.05).train()(torch.empty(0, 4)).shape == (0, 4)
+
+
+def test_dropped_positions_stay_exact_past_float32_integers() -> None:
+    import torch
+
+    from oppu.shared.sparse_dropout import dropped_positions
+
+    torch.manual_seed(0)
+    n = 2**25 + 3  # float32 cannot count this far one by one
+    positions = dropped_positions(n, 0.001, device=torch.device("cpu"))
+    assert positions.dtype == torch.int64
+    assert bool((positions[1:] > positions[:-1]).all())  # distinct, in order
+    assert int(positions[0]) >= 0 and int(positions[-1]) < n
+    assert int(positions[-1]) > n - 20_000  # covers the end too
+    assert len(positions) == pytest.approx(n * 0.001, rel=0.02)
+
+
+def test_sparse_dropout_is_swapped_in_for_lora_and_put_back() -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from oppu.shared.sparse_dropout import SparseDropout, sparse_dropout
+
+    model = get_peft_model(_tiny_gqa_llama(), LoraConfig(r=4, lora_dropout=0.05,
+                                                         target_modules=["q_proj", "v_proj"]))
+    model.train()
+    originals = {name: m for name, m in model.named_modules() if type(m) is torch.nn.Dropout}
+    assert len(originals) == 4  # 2 layers x (q, v)
+    with sparse_dropout(model) as swapped:
+        assert swapped == 4
+        inside = {name: type(m) for name, m in model.named_modules() if name in originals}
+        assert set(inside.values()) == {SparseDropout}
+        model(input_ids=torch.tensor([[1, 2, 3, 4]])).logits.sum().backward()
+    after = {name: m for name, m in model.named_modules() if name in originals}
+    assert all(after[name] is module for name, module in originals.items())
