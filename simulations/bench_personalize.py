@@ -13,9 +13,11 @@ identical sequences, for the same epochs:
   head over the whole sequence (labels -100 on the prompt);
 * optimized: oppu's ``train_private_adapter`` (``oppu.shared.training.train_loop``).
 
+By default oppu uses the reference's batch size too, so both take the same optimizer steps.
 Each pipeline runs in its own subprocess (``--only reference|optimized``), so each reports
-its own peak RSS. Wall time covers tokenization and training, not loading the model. The
-result is a table, a ``BENCH_JSON {...}`` line on stdout and the same JSON in ``--out``.
+its own peak RSS; ``--repeats N`` alternates them N times and reports each one's median run.
+Wall time covers tokenization and training, not loading the model. The result is a table, a
+``BENCH_JSON {...}`` line on stdout and the same JSON in ``--out``.
 """
 
 from __future__ import annotations
@@ -81,8 +83,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-steps", type=int, default=None,
                    help="Cap on optimizer steps for each pipeline (token counts then differ).")
     p.add_argument("--lr", type=float, default=1e-4, help="Learning rate, the same for both.")
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                   help="oppu's batch size.")
+    p.add_argument("--batch-size", type=int, default=REFERENCE_BATCH,
+                   help="oppu's batch size (default: the reference's, so both take the same "
+                   f"optimizer steps; oppu's own default is {defaults.batch_size}).")
     p.add_argument("--reference-batch-size", type=int, default=REFERENCE_BATCH,
                    help="The reference's per-device batch size (OPPU.py: 16).")
     p.add_argument("--reference-bf16", action=argparse.BooleanOptionalAction, default=True,
@@ -94,6 +97,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="Tokens per example, at most (both pipelines).")
     p.add_argument("--seed", type=int, default=0, help="Adapter init and batch-order seed.")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's).")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="Run both pipelines this many times, alternating, and report each "
+                   "one's median run: a shared or drifting machine then biases neither side.")
     p.add_argument("--eval", action="store_true",
                    help="Also score both adapters on the user's queries (+ --holdout items).")
     p.add_argument("--holdout", type=int, default=0,
@@ -106,7 +112,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="Run one pipeline in this process and print its JSON (used internally).")
     p.add_argument("--child-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    for name in ("items", "epochs", "batch_size", "reference_batch_size"):
+    for name in ("items", "epochs", "batch_size", "reference_batch_size", "repeats"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)}).")
     if args.max_steps is not None and args.max_steps < 1:
@@ -364,10 +370,17 @@ def _run_child(which: str, argv: Sequence[str]) -> dict:
         return json.loads(out.read_text())
 
 
-def summarize(ref: Mapping[str, Any], opt: Mapping[str, Any], args) -> dict:
+def median_run(runs: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The run with the median wall time (the slower middle one for an even count)."""
+    return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+
+
+def summarize(refs: Sequence[Mapping[str, Any]], opts: Sequence[Mapping[str, Any]],
+              args) -> dict:
     def ratio(a: float, b: float) -> float | None:
         return a / b if b else None
 
+    ref, opt = median_run(refs), median_run(opts)
     return {
         "benchmark": "bench_personalize",
         "version": VERSION,
@@ -388,6 +401,10 @@ def summarize(ref: Mapping[str, Any], opt: Mapping[str, Any], args) -> dict:
         "ratio": ratio(opt["tokens_per_second"], ref["tokens_per_second"]),
         "wall_speedup": ratio(ref["seconds"], opt["seconds"]),
         "peak_rss_ratio": ratio(opt["peak_rss_mb"], ref["peak_rss_mb"]),
+        "runs": {"reference_seconds": [r["seconds"] for r in refs],
+                 "optimized_seconds": [r["seconds"] for r in opts],
+                 "wall_speedups": [ratio(r["seconds"], o["seconds"])
+                                   for r, o in zip(refs, opts, strict=True)]},
     }
 
 
@@ -398,6 +415,9 @@ def print_table(result: Mapping[str, Any]) -> None:
     ref, opt = result["reference"], result["optimized"]
     title = (f"{result['task']} user {result['user']!r}: {result['items']} items, "
              f"{result['epochs']} epoch(s), {result['threads']} thread(s), {result['device']}")
+    repeats = len(result["runs"]["reference_seconds"])
+    if repeats > 1:
+        title += f"; median of {repeats} alternating runs each"
     table = Table(title=title)
     for name, justify in (("", "left"), ("reference (HF Trainer)", "right"),
                           ("optimized (oppu)", "right"), ("opt / ref", "right")):
@@ -440,9 +460,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         else:
             print(JSON_PREFIX + text)
         return result
-    ref = _run_child("reference", raw)
-    opt = _run_child("optimized", raw)
-    result = summarize(ref, opt, args)
+    refs, opts = [], []
+    for _ in range(args.repeats):
+        refs.append(_run_child("reference", raw))
+        opts.append(_run_child("optimized", raw))
+    result = summarize(refs, opts, args)
     print_table(result)
     from oppu.shared.atomic import write_text_atomic
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from oppu.simulations.bench_personalize import JSON_PREFIX, main
+from oppu.simulations.bench_personalize import JSON_PREFIX, main, parse_args, summarize
 from oppu.simulations.quickstart import sample_dir
 
 
@@ -29,3 +29,17 @@ def test_tiny_benchmark_reports_both_pipelines(base, tmp_path, capsys):
     assert result["ratio"] > 0
     assert result["ratio"] == pytest.approx(
         result["optimized"]["tokens_per_second"] / result["reference"]["tokens_per_second"])
+
+
+def test_repeated_runs_report_each_pipelines_median_run():
+    def run(which: str, seconds: float) -> dict:
+        return {"pipeline": which, "seconds": seconds, "tokens_per_second": 1000 / seconds,
+                "peak_rss_mb": 100.0, "task": "LaMP_2N", "user": "u", "items": 3,
+                "tokens_per_epoch": 500, "threads": 2, "device": "cpu", "fingerprint": "f"}
+
+    refs = [run("reference", s) for s in (300.0, 240.0, 260.0)]  # drifting machine
+    opts = [run("optimized", s) for s in (50.0, 80.0, 60.0)]
+    result = summarize(refs, opts, parse_args(["--repeats", "3"]))
+    assert result["reference"]["seconds"] == 260.0 and result["optimized"]["seconds"] == 60.0
+    assert result["ratio"] == pytest.approx(260.0 / 60.0)
+    assert result["runs"]["wall_speedups"] == pytest.approx([6.0, 3.0, 260.0 / 60.0])
