@@ -158,6 +158,14 @@ good_items = st.fixed_dictionaries(
 )
 
 
+def _first_item(question: dict[str, Any]) -> dict[str, Any] | None:
+    """The first profile item, unless an earlier mutation removed or replaced the profile."""
+    profile = question.get("profile")
+    if isinstance(profile, list) and profile and isinstance(profile[0], dict):
+        return profile[0]
+    return None
+
+
 @st.composite
 def near_valid_lamp_files(draw: st.DrawFn) -> dict[str, bytes | None]:
     """A valid LaMP_2N directory with up to two fields of its questions made hostile."""
@@ -173,8 +181,8 @@ def near_valid_lamp_files(draw: st.DrawFn) -> dict[str, bytes | None]:
         key = draw(st.sampled_from(["id", "input", "profile", "user_id", "item", "delete"]))
         if key == "delete":
             question.pop(draw(st.sampled_from(sorted(question))), None)
-        elif key == "item" and question["profile"]:
-            question["profile"][0][draw(st.sampled_from(FIELDS))] = draw(json_values)
+        elif key == "item" and _first_item(question) is not None:
+            _first_item(question)[draw(st.sampled_from(FIELDS))] = draw(json_values)
         else:
             question[key] = draw(json_values)
     split = {"test_users": ["u1"], "base_users": ["u2"]}
