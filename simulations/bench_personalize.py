@@ -466,10 +466,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         opts.append(_run_child("optimized", raw))
     result = summarize(refs, opts, args)
     print_table(result)
-    from oppu.shared.atomic import write_text_atomic
+    from oppu.simulations.bench_output import publish_result
 
-    write_text_atomic(args.out, json.dumps(result, indent=2, sort_keys=True))
-    print(JSON_PREFIX + json.dumps(result, sort_keys=True), flush=True)
+    publish_result(result, args.out, JSON_PREFIX)
     return result
 
 

@@ -883,8 +883,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the load test; print the table and ``LOAD_JSON``; write ``--out``."""
-    from oppu.shared.atomic import write_text_atomic
     from oppu.shared.cli_support import console
+    from oppu.simulations.bench_output import publish_result
 
     args = parse_args(argv)
     if args.build_base is not None:
@@ -900,8 +900,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         console.print(f"[bold red]refused:[/] {exc}", highlight=False)
         raise SystemExit(2) from None
     print_table(report)
-    write_text_atomic(args.out, json.dumps(report, indent=2, sort_keys=True))
-    print(JSON_PREFIX + json.dumps(report, sort_keys=True), flush=True)
+    publish_result(report, args.out, JSON_PREFIX)
     return report
 
 

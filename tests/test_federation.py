@@ -52,15 +52,11 @@ from oppu.shared.metrics import make_metric
 from oppu.shared.node_auth import load_or_create_node_key
 from oppu.shared.signing import public_key_path
 from oppu.shared.tasks import get_task
+from oppu.simulations.load_test import CATEGORIES
+from oppu.simulations.load_test import FAST_ROUND as ONE_STEP_ROUND
 
 TEST_HOME = Path(os.environ.get("OPPU_TEST_HOME", Path(__file__).parent.parent / ".oppu-home"))
-CATEGORIES = ("politics", "sports", "food & drink", "travel", "science & technology",
-              "business")
-FAST_ROUND = {
-    RoundKey.TASK: "LaMP_2N", RoundKey.LR: 3e-3, RoundKey.LORA_ALPHA: 16,
-    RoundKey.MAX_STEPS: 1, RoundKey.EPOCHS: 1, RoundKey.BATCH_SIZE: 4, RoundKey.HOLDOUT: 2.0,
-    RunKey.TIMEOUT: 600.0,
-}
+FAST_ROUND = {**ONE_STEP_ROUND, RunKey.TIMEOUT: 600.0}
 
 
 def secret(user: int, item: int) -> str:
