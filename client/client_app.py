@@ -37,7 +37,7 @@ from oppu.shared.federation import (
     RoundConfig,
     encode_stats,
 )
-from oppu.shared.threads import apply_cpu_defaults
+from oppu.shared.llm.threads import apply_cpu_defaults
 
 log = logging.getLogger("oppu.client.federation")
 if not log.handlers:  # the ClientApp's stderr ends up in the SuperNode's log
@@ -156,7 +156,7 @@ def train(msg: Message, context: Context) -> Message:
 @app.train(SEALED_ACTION)
 def train_sealed(msg: Message, context: Context) -> Message:
     """Small-cohort path: the stats vector sealed to the coordinator's X25519 key."""
-    from oppu.shared.sealing import seal_vector
+    from oppu.shared.federation.sealing import seal_vector
 
     round_cfg = RoundConfig.from_config(msg.content.config_records[ROUND_RECORD])
     vector = _personalize_safely(round_cfg, context)
@@ -188,8 +188,8 @@ def personalize_round(round_cfg: RoundConfig, context: Context) -> list[float]:
     from oppu.shared.block_metric import BlockMetric
     from oppu.shared.cli_support import quiet_libraries
     from oppu.shared.data import read_history
+    from oppu.shared.llm.model import load_base_model
     from oppu.shared.metrics import make_metric
-    from oppu.shared.model import load_base_model
     from oppu.shared.tasks import get_task
 
     quiet_libraries()
@@ -229,7 +229,7 @@ def _personal_round(model, tokenizer, task, history, settings, round_cfg: RoundC
                     node: NodeSettings, labels: tuple[str, ...], metric) -> dict:
     """An ordinary round: this user's adapter on their held-out items (vector and record)."""
     from oppu.client.adapter_store import AdapterStore
-    from oppu.client.workflow import personalize_user
+    from oppu.shared.personal.pipeline import personalize_user
 
     outcome = personalize_user(
         model, tokenizer, task, history, settings, store=AdapterStore(node.data_dir),
@@ -246,9 +246,9 @@ def _deployed_suite(model, tokenizer, task, history, settings, round_cfg: RoundC
                     node: NodeSettings, labels: tuple[str, ...], metric) -> dict:
     """A suite round on a real user's machine: every variant on their held-out items."""
     from oppu.client.adapter_store import AdapterStore
-    from oppu.client.suite import run_suite
-    from oppu.client.workflow import heldout_queries
     from oppu.shared.data import split_history
+    from oppu.shared.personal.pipeline import heldout_queries
+    from oppu.shared.personal.suite import run_suite
 
     started = time.perf_counter()
     train, heldout = split_history(history, round_cfg.holdout_value)
@@ -263,9 +263,9 @@ def _deployed_suite(model, tokenizer, task, history, settings, round_cfg: RoundC
 
 def round_settings(round_cfg: RoundConfig):
     """The round's private-adapter recipe as ``PersonalizeSettings``."""
-    from oppu.client.peft_methods import PeftSettings
-    from oppu.client.personalize import PersonalizeSettings
-    from oppu.shared.training import TrainSettings
+    from oppu.shared.llm.training import TrainSettings
+    from oppu.shared.personal.peft_methods import PeftSettings
+    from oppu.shared.personal.private_adapter import PersonalizeSettings
 
     return PersonalizeSettings(
         peft=PeftSettings(method=round_cfg.peft_method, r=round_cfg.lora_r,

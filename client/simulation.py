@@ -83,7 +83,7 @@ def suite_variants(round_cfg: RoundConfig) -> tuple[str, ...]:
     """The variant each stats block holds; an ordinary round is its one personal adapter."""
     if round_cfg.suite:
         return round_cfg.blocks
-    from oppu.client.suite import PEFT_ALIASES
+    from oppu.shared.personal.suite import PEFT_ALIASES
 
     profile = "" if round_cfg.profile_mode == "none" else f"{round_cfg.profile_mode}-"
     short = {registry: alias for alias, registry in PEFT_ALIASES.items()}[round_cfg.peft_method]
@@ -98,11 +98,11 @@ def run_simulated_user(round_cfg: RoundConfig, context: Context, settings) -> li
     PEFT method itself).
     """
     from oppu.client.adapter_store import AdapterStore
-    from oppu.client.evaluate import EvalQuery
-    from oppu.client.suite import parse_suite, run_suite
     from oppu.shared.atomic import write_text_atomic
     from oppu.shared.data.cohort import load_cohort
     from oppu.shared.metrics import make_metric
+    from oppu.shared.personal.evaluation import EvalQuery
+    from oppu.shared.personal.suite import parse_suite, run_suite
     from oppu.shared.tasks import get_task
 
     task = get_task(round_cfg.task)
@@ -168,7 +168,7 @@ def simulation_base(round_cfg: RoundConfig, context: Context):
     is; otherwise the base is fetched from the coordinator's BaseStore like in deployment
     (cached, sha256 and signature checked); without either, the untuned ``base-model``.
     """
-    from oppu.shared.model import load_base_model
+    from oppu.shared.llm.model import load_base_model
 
     base_path = str(context.run_config.get(SimKey.BASE_PATH, "") or "")
     device = str(context.node_config.get(NodeKey.DEVICE, "auto") or "auto")
@@ -187,7 +187,7 @@ def simulation_base(round_cfg: RoundConfig, context: Context):
 def _resolve_base(base_path: str, round_cfg: RoundConfig, context: Context) -> str:
     """The base's directory (verified or fetched), or the ``base-model`` name."""
     if base_path:
-        from oppu.shared.base_artifact import verify_artifact
+        from oppu.shared.federation.base_artifact import verify_artifact
 
         verify_artifact(Path(base_path).expanduser())
         return base_path

@@ -10,14 +10,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from oppu.client.peft_methods import PeftSettings
 from oppu.shared.atomic import atomic_directory
-from oppu.shared.base_artifact import BaseManifest, write_manifest
-from oppu.shared.batching import tokenize_example
 from oppu.shared.data import LampDataset
+from oppu.shared.federation.base_artifact import BaseManifest, write_manifest
+from oppu.shared.llm.batching import tokenize_example
+from oppu.shared.llm.training import TrainReport, TrainSettings, train_loop
+from oppu.shared.personal.peft_methods import PeftSettings
 from oppu.shared.retrieval import HistoryIndex
 from oppu.shared.tasks import Example
-from oppu.shared.training import TrainReport, TrainSettings, train_loop
 
 VARIANTS = ("plain", "rag", "profile")
 ADAPTATION_PEFT = PeftSettings(r=8, alpha=8, dropout=0.05, target_modules=("q_proj", "k_proj",

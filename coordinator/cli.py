@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oppu.shared.threads import apply_cpu_defaults
+from oppu.shared.llm.threads import apply_cpu_defaults
 
 apply_cpu_defaults()  # before anything imports torch
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from oppu.shared.atomic import write_text_atomic
 from oppu.shared.errors import OppuError
 from oppu.shared.federation import RunKey, flower_env, launch, stop, wait_for_port
-from oppu.shared.tls import CA_CERT, SERVER_CERT, SERVER_KEY
+from oppu.shared.federation.tls import CA_CERT, SERVER_CERT, SERVER_KEY
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +205,8 @@ def superlink_command(state: StateDir, *, host: str, port: int, insecure: bool,
                 "--ssl-ca-certfile", str(state.tls / CA_CERT)]
     if not fab_gate:
         return cmd
-    from oppu.shared.fab_trust import launch_command
-    from oppu.shared.signing import public_key_path
+    from oppu.shared.federation.fab_trust import launch_command
+    from oppu.shared.federation.signing import public_key_path
 
     return launch_command(cmd[0], cmd[1:], trusted_key=public_key_path(state.signing_key))
 
@@ -269,7 +269,7 @@ def write_app(state: StateDir, run_config: Mapping[str, object]) -> Path:
     """
     from importlib.metadata import PackageNotFoundError, version
 
-    from oppu.shared.fab_trust import FAB_EXPIRES_KEY, FAB_SIGNATURE_KEY
+    from oppu.shared.federation.fab_trust import FAB_EXPIRES_KEY, FAB_SIGNATURE_KEY
 
     try:
         oppu_version = version("oppu")
@@ -316,8 +316,8 @@ def fab_signature_override(state: StateDir, app_dir: Path) -> list[str]:
     """
     import tomllib
 
-    from oppu.shared.fab_trust import FAB_SIGNATURE_KEY, build_fab, sign_fab
-    from oppu.shared.signing import load_signing_key
+    from oppu.shared.federation.fab_trust import FAB_SIGNATURE_KEY, build_fab, sign_fab
+    from oppu.shared.federation.signing import load_signing_key
 
     config = tomllib.loads((app_dir / "pyproject.toml").read_text())
     if FAB_SIGNATURE_KEY not in config.get("tool", {}).get("flwr", {}).get("app", {}).get(
@@ -401,7 +401,7 @@ def enrolled_dir(state: StateDir) -> Path:
 
 def enrolled_keys(state: StateDir) -> dict[str, bytes]:
     """Name -> OpenSSH public key line, for every enrolled SuperNode key."""
-    from oppu.shared.node_auth import PUBLIC_SUFFIX, read_public_key
+    from oppu.shared.federation.node_auth import PUBLIC_SUFFIX, read_public_key
 
     folder = enrolled_dir(state)
     if not folder.is_dir():
@@ -413,7 +413,7 @@ def enrolled_keys(state: StateDir) -> dict[str, bytes]:
 def enroll_key(state: StateDir, public_key: str | Path | bytes, *,
                name: str | None = None) -> tuple[str, str]:
     """Accept a SuperNode's public key: returns (name, fingerprint). Idempotent per key."""
-    from oppu.shared.node_auth import (
+    from oppu.shared.federation.node_auth import (
         PUBLIC_SUFFIX,
         check_node_name,
         default_node_name,
@@ -437,7 +437,7 @@ def enroll_key(state: StateDir, public_key: str | Path | bytes, *,
 
 def remove_key(state: StateDir, name: str) -> bool:
     """Forget an enrolled key (the SuperLink drops it at the next ``sync_registrations``)."""
-    from oppu.shared.node_auth import PUBLIC_SUFFIX, check_node_name
+    from oppu.shared.federation.node_auth import PUBLIC_SUFFIX, check_node_name
 
     path = enrolled_dir(state) / f"{check_node_name(name)}{PUBLIC_SUFFIX}"
     if not path.is_file():
@@ -547,9 +547,9 @@ class Coordinator:
 
     def start(self) -> Coordinator:
         from oppu.coordinator.base_server import BaseStoreServer
-        from oppu.shared.sealing import load_or_create_sealing_key
-        from oppu.shared.signing import load_or_create_signing_key, public_key_pem
-        from oppu.shared.tls import ensure_tls_material
+        from oppu.shared.federation.sealing import load_or_create_sealing_key
+        from oppu.shared.federation.signing import load_or_create_signing_key, public_key_pem
+        from oppu.shared.federation.tls import ensure_tls_material
 
         tls = None if self.insecure else ensure_tls_material(self.state.tls,
                                                              hosts=[self.public_host])

@@ -51,7 +51,7 @@ class FleetProxy:
         from starlette.responses import Response
         from starlette.routing import Route
 
-        from oppu.shared.tls import CA_CERT
+        from oppu.shared.federation.tls import CA_CERT
 
         scheme = "http" if self.tls_dir is None else "https"
         verify: str | bool = False if self.tls_dir is None else str(self.tls_dir / CA_CERT)
@@ -88,7 +88,7 @@ class FleetProxy:
         """Serve in a background thread; return once the port accepts connections."""
         import uvicorn
 
-        from oppu.shared.tls import SERVER_CERT, SERVER_KEY
+        from oppu.shared.federation.tls import SERVER_CERT, SERVER_KEY
 
         probe = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         with contextlib.suppress(OSError), socket.create_connection((probe, self.port), 1.0):

@@ -56,9 +56,14 @@ from oppu.shared.federation import (
     secagg_shares,
     snap_whole,
 )
+from oppu.shared.federation.sealing import (
+    SealingError,
+    load_or_create_sealing_key,
+    open_vector,
+    public_bytes,
+)
 from oppu.shared.metrics import MetricSpec, make_metric
 from oppu.shared.paths import oppu_home
-from oppu.shared.sealing import SealingError, load_or_create_sealing_key, open_vector, public_bytes
 from oppu.shared.tasks import get_task
 
 app = ServerApp()

@@ -11,7 +11,7 @@ identical sequences, for the same epochs:
   0.3, bf16 autocast, length-grouped sampling, activation (gradient) checkpointing,
   ``DataCollatorForSeq2Seq`` padding to a multiple of 8 on the left, loss from the model's own
   head over the whole sequence (labels -100 on the prompt);
-* optimized: oppu's ``train_private_adapter`` (``oppu.shared.training.train_loop``).
+* optimized: oppu's ``train_private_adapter`` (``oppu.shared.llm.training.train_loop``).
 
 By default oppu uses the reference's batch size too, so both take the same optimizer steps.
 Each pipeline runs in its own subprocess (``--only reference|optimized``), so each reports
@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from oppu.client.evaluate import EvalQuery
-from oppu.client.peft_methods import PeftSettings
-from oppu.shared.batching import Tokenized
+from oppu.shared.llm.batching import Tokenized
+from oppu.shared.personal.evaluation import EvalQuery
+from oppu.shared.personal.peft_methods import PeftSettings
 
 SHARED_DATA = Path("/work/shared/data/huffpost_lamp2n")
 PIPELINES = ("reference", "optimized")
@@ -65,7 +65,7 @@ def default_data() -> Path:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from oppu.shared.training import TrainSettings
+    from oppu.shared.llm.training import TrainSettings
 
     defaults = TrainSettings()
     p = argparse.ArgumentParser(
@@ -163,8 +163,8 @@ def choose_user(data: Path, items: int, user: str | None = None, holdout: int = 
 
 def tokenized_examples(tokenizer, bench: BenchUser, max_length: int) -> list[Tokenized]:
     """The exact sequences ``train_private_adapter`` trains on (k=0, no profile)."""
-    from oppu.client.personalize import training_examples
-    from oppu.shared.batching import tokenize_example
+    from oppu.shared.llm.batching import tokenize_example
+    from oppu.shared.personal.private_adapter import training_examples
 
     examples = training_examples(bench.task, bench.history, 0, bench.labels)
     return [tokenize_example(tokenizer, ex, max_length) for ex in examples]
@@ -294,8 +294,8 @@ def train_reference(model, tokenizer, bench: BenchUser, args, *, use_cpu: bool) 
 
 def train_optimized(model, tokenizer, bench: BenchUser, args) -> dict:
     """oppu's own path: ``train_private_adapter`` on a model carrying a fresh LoRA."""
-    from oppu.client.personalize import PersonalizeSettings, train_private_adapter
-    from oppu.shared.training import TrainSettings
+    from oppu.shared.llm.training import TrainSettings
+    from oppu.shared.personal.private_adapter import PersonalizeSettings, train_private_adapter
 
     train = TrainSettings(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
                           weight_decay=WEIGHT_DECAY, warmup_ratio=WARMUP_RATIO,
@@ -319,7 +319,7 @@ def train_optimized(model, tokenizer, bench: BenchUser, args) -> dict:
         "first_loss": report.first_loss,
         "final_loss": report.final_loss,
         "peak_rss_before_train_mb": peak_before,
-        "settings": {"loop": "oppu.shared.training.train_loop", **train.to_dict()},
+        "settings": {"loop": "oppu.shared.llm.training.train_loop", **train.to_dict()},
     }
 
 
@@ -327,10 +327,10 @@ def run_pipeline(which: str, args) -> dict:
     """Load the base, attach a fresh LoRA, train one way, optionally evaluate; in-process."""
     import torch
 
-    from oppu.client.evaluate import evaluate_queries
-    from oppu.client.personalize import attach_fresh_adapter, detach_adapter
     from oppu.shared.cli_support import quiet_libraries
-    from oppu.shared.model import load_base_model
+    from oppu.shared.llm.model import load_base_model
+    from oppu.shared.personal.evaluation import evaluate_queries
+    from oppu.shared.personal.private_adapter import attach_fresh_adapter, detach_adapter
 
     quiet_libraries()
     if args.threads:

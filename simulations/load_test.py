@@ -122,8 +122,8 @@ def build_tiny_base(target: Path) -> Path:
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     from oppu.shared.atomic import atomic_directory
-    from oppu.shared.base_artifact import verify_artifact, write_manifest
-    from oppu.shared.model import load_tokenizer
+    from oppu.shared.federation.base_artifact import verify_artifact, write_manifest
+    from oppu.shared.llm.model import load_tokenizer
 
     tokenizer = load_tokenizer(None)
     config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=2048,
@@ -149,7 +149,7 @@ def build_tiny_base(target: Path) -> Path:
 def ensure_tiny_base() -> Path:
     """The cached tiny base; built in a child process so torch never loads in this one
     (this process is part of the measured tree)."""
-    from oppu.shared.base_artifact import MANIFEST_FILE
+    from oppu.shared.federation.base_artifact import MANIFEST_FILE
 
     target = tiny_base_dir()
     if not (target / MANIFEST_FILE).is_file():
@@ -342,7 +342,7 @@ def prepare_nodes(root: Path, clients: int, coordinator: Any, *,
     ``flower-supernode`` command of every client; nothing starts here."""
     from oppu.client.cli.join import supernode_command
     from oppu.shared.federation import flower_env, free_port
-    from oppu.shared.signing import public_key_path
+    from oppu.shared.federation.signing import public_key_path
 
     nodes = []
     for user in range(clients):
@@ -353,7 +353,7 @@ def prepare_nodes(root: Path, clients: int, coordinator: Any, *,
         history.write_text("".join(json.dumps(i) + "\n" for i in make_history(user)))
         auth: dict[str, Path] = {}
         if getattr(coordinator, "node_auth", False):
-            from oppu.shared.node_auth import load_or_create_node_key
+            from oppu.shared.federation.node_auth import load_or_create_node_key
 
             key, _ = load_or_create_node_key(data)
             coordinator.enroll(key.public, name=name)
@@ -724,7 +724,7 @@ def _report(clients: int, aggregation: str, used: str, max_clientapps: int | Non
             result: Any, nodes: list[Node], sampler: TreeSampler, failures: list[dict],
             times: dict[str, float | None], budget: dict[str, Any], base: Path,
             finished_locally: int, root: Path) -> dict[str, Any]:
-    from oppu.shared.base_artifact import read_manifest
+    from oppu.shared.federation.base_artifact import read_manifest
 
     idle = [n.idle_bytes for n in nodes if n.connected_at is not None and n.idle_bytes]
     peaks = [n.peak_bytes for n in nodes if n.peak_bytes]

@@ -14,16 +14,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from oppu.client.personalize import (
+from oppu.shared.atomic import atomic_directory
+from oppu.shared.personal.pipeline import history_labels, item_key
+from oppu.shared.personal.private_adapter import (
     PersonalizeSettings,
     attach_fresh_adapter,
     detach_adapter,
     train_on_examples,
     training_examples,
 )
-from oppu.client.profiles import model_id_of
-from oppu.client.workflow import history_labels, item_key
-from oppu.shared.atomic import atomic_directory
+from oppu.shared.personal.profiles import model_id_of
 from oppu.shared.tasks import Example, TaskSpec
 
 METADATA_FILE = "oppu_pooled.json"

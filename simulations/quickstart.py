@@ -9,9 +9,9 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from oppu.client.peft_methods import PeftSettings
-from oppu.client.personalize import PersonalizeSettings
-from oppu.shared.training import TrainSettings
+from oppu.shared.llm.training import TrainSettings
+from oppu.shared.personal.peft_methods import PeftSettings
+from oppu.shared.personal.private_adapter import PersonalizeSettings
 
 
 def sample_dir() -> Path:

@@ -23,7 +23,7 @@ NaN or None (no queries); other keys are carried through to the JSON untouched.
      "seconds": {"oppu-k0": 41.2, ...},
      "adapters": {"oppu-k0": "/path/to/adapter/dir", ...}}
 
-Variant names are the suite's (``oppu.client.suite.parse_variant``, e.g. ``base-k0``,
+Variant names are the suite's (``oppu.shared.personal.suite.parse_variant``, e.g. ``base-k0``,
 ``rag-k1``, ``pag-k1``, ``oppu-k0``, ``oppu-ia3-k0``, ``pag-oppu-k1``, ``pooled-k0``,
 ``majority``, ``top-bm25``); how the table groups, labels and orders them is
 ``oppu.simulations.variant_names``. Names the suite rejects are kept and shown last, never
@@ -37,9 +37,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from oppu.client.suite import Variant
 from oppu.shared.atomic import write_text_atomic
 from oppu.shared.metrics import json_safe
+from oppu.shared.personal.suite import Variant
 from oppu.simulations.report_metrics import (
     METRICS,
     MetricColumn,

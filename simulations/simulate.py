@@ -17,18 +17,18 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from oppu.client.personalize import PersonalizeSettings
 from oppu.coordinator.adapt import AdaptSettings
 from oppu.coordinator.federation import CohortResult, Coordinator
 from oppu.shared.atomic import write_text_atomic
-from oppu.shared.base_artifact import read_manifest, verify_artifact
 from oppu.shared.cli_support import console
 from oppu.shared.data import base_users, load_lamp, select_test_users
 from oppu.shared.data.cohort import LampCohort
 from oppu.shared.federation import AUTO, RoundKey, RunKey, SimKey, free_port
+from oppu.shared.federation.base_artifact import read_manifest, verify_artifact
+from oppu.shared.llm.training import TrainSettings
+from oppu.shared.personal.private_adapter import PersonalizeSettings
 from oppu.shared.resources import PeakMemory, release_memory
 from oppu.shared.tasks import TaskSpec
-from oppu.shared.training import TrainSettings
 from oppu.simulations.quickstart import sample_dir, small_model_personal_settings
 
 QUICK_SUITE: tuple[str, ...] = ("base-k0", "random-k1", "rag-k1", "majority", "top-bm25",
@@ -96,7 +96,7 @@ def run_simulation(data: Path | None, out: Path, settings: SimulationSettings, *
 
 
 def _checked_suite(task: TaskSpec, names: tuple[str, ...]) -> tuple[str, ...]:
-    from oppu.client.suite import supported_variants
+    from oppu.shared.personal.suite import supported_variants
 
     kept = supported_variants(task, names)
     dropped = [n for n in names if n not in {v.name for v in kept}]
@@ -108,7 +108,7 @@ def _checked_suite(task: TaskSpec, names: tuple[str, ...]) -> tuple[str, ...]:
 def prepare_base(dataset, out: Path, settings: SimulationSettings) -> Path:
     """The task-adapted base, trained on base users only (never a test user); cached."""
     from oppu.coordinator.adapt import adapt_base, adaptation_examples
-    from oppu.shared.model import load_base_model
+    from oppu.shared.llm.model import load_base_model
 
     target = out / "base"
     key = _digest({"data": str(dataset.directory), "adapt": asdict(settings.adapt),
@@ -141,7 +141,7 @@ def prepare_pooled(cohort: LampCohort, base_dir: Path, out: Path,
     Centralized by definition (it is what OPPU is compared against), so it is trained here,
     by whoever runs the benchmark and holds the data, never inside the federation.
     """
-    from oppu.shared.model import load_base_model
+    from oppu.shared.llm.model import load_base_model
     from oppu.simulations.pooled import train_pooled_adapter
 
     model, tokenizer, _ = load_base_model(str(base_dir))

@@ -1,6 +1,6 @@
 """How the report shows suite variants: group, human label and order (the paper's Table 1).
 
-A thin display layer over ``oppu.client.suite.parse_variant``, the one grammar of variant
+A thin display layer over ``oppu.shared.personal.suite.parse_variant``, the one grammar of variant
 names; this module adds no grammar of its own. Names the suite rejects are kept and shown
 in group "Other", last, in their given order: never dropped.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from oppu.client.suite import PEFT_ALIASES, Variant, parse_variant
+from oppu.shared.personal.suite import PEFT_ALIASES, Variant, parse_variant
 
 GROUPS = (
     "Non-personalized",

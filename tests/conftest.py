@@ -32,7 +32,7 @@ def base() -> Base:
     Shared by every model test: each must hand it back clean (adapters detached), as
     ``personalize_user`` does.
     """
-    from oppu.shared.model import load_base_model, resolve_model_source
+    from oppu.shared.llm.model import load_base_model, resolve_model_source
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OPPU_HOME", str(TEST_HOME))

@@ -136,8 +136,8 @@ class FaultClient:
         """
         from oppu.client.cli.join import supernode_command
         from oppu.shared.federation import flower_env, free_port, launch
-        from oppu.shared.node_auth import load_or_create_node_key
-        from oppu.shared.signing import public_key_path
+        from oppu.shared.federation.node_auth import load_or_create_node_key
+        from oppu.shared.federation.signing import public_key_path
 
         auth = {}
         if getattr(coordinator, "node_auth", False):
@@ -258,8 +258,8 @@ def _serve_base(args: argparse.Namespace) -> None:
     import grpc
 
     from oppu.coordinator.base_server import BaseStoreServer
-    from oppu.shared.signing import load_signing_key
-    from oppu.shared.tls import ensure_tls_material
+    from oppu.shared.federation.signing import load_signing_key
+    from oppu.shared.federation.tls import ensure_tls_material
 
     class Record(grpc.ServerInterceptor):
         """Logs each FetchFile request (path, offset) and paces its chunks."""

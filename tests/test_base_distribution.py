@@ -21,18 +21,18 @@ from oppu.client.base_fetch import (
     verify_signed_manifest,
 )
 from oppu.coordinator.base_server import CHUNK_SIZE, BaseStoreServer
-from oppu.shared.base_artifact import verify_artifact, write_manifest
 from oppu.shared.errors import OppuError
-from oppu.shared.proto.v1 import base_store_pb2 as pb
-from oppu.shared.proto.v1 import base_store_pb2_grpc as pb_grpc
-from oppu.shared.signing import (
+from oppu.shared.federation.base_artifact import verify_artifact, write_manifest
+from oppu.shared.federation.signing import (
     SignatureError,
     generate_signing_key,
     load_signing_key,
     public_key_path,
     sign,
 )
-from oppu.shared.tls import TLSMaterial, channel_credentials, ensure_tls_material
+from oppu.shared.federation.tls import TLSMaterial, channel_credentials, ensure_tls_material
+from oppu.shared.proto.v1 import base_store_pb2 as pb
+from oppu.shared.proto.v1 import base_store_pb2_grpc as pb_grpc
 
 FILES = {"config.json": 300, "model.safetensors": 3 * CHUNK_SIZE + 123, "tok/vocab.txt": 5000}
 TOTAL = sum(FILES.values())

@@ -49,11 +49,11 @@ from oppu.coordinator.federation import (
     submit_run,
     write_app,
 )
-from oppu.shared.base_artifact import verify_artifact, write_manifest
 from oppu.shared.errors import OppuError
 from oppu.shared.federation import SEALED, SECAGG, RunKey, free_port, secagg_shares
-from oppu.shared.signing import generate_signing_key, public_key_path
-from oppu.shared.tls import ensure_tls_material
+from oppu.shared.federation.base_artifact import verify_artifact, write_manifest
+from oppu.shared.federation.signing import generate_signing_key, public_key_path
+from oppu.shared.federation.tls import ensure_tls_material
 
 TASK = "LaMP_2N"
 TIMEOUT = 240.0
@@ -474,7 +474,7 @@ def test_a_crashed_client_rejoins_at_once_with_oppu_client_join(tmp_path: Path):
     import sys
 
     from oppu.shared.federation import flower_env, launch
-    from oppu.shared.node_auth import load_or_create_node_key
+    from oppu.shared.federation.node_auth import load_or_create_node_key
 
     data = tmp_path / "user0"
     data.mkdir()

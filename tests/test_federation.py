@@ -26,7 +26,6 @@ import tomllib
 
 from oppu.client.cli.join import supernode_command
 from oppu.coordinator.federation import CohortResult, Coordinator
-from oppu.shared.base_artifact import verify_artifact, write_manifest
 from oppu.shared.federation import (
     MODULUS_RANGE,
     QUANTIZATION_RANGE,
@@ -48,9 +47,10 @@ from oppu.shared.federation import (
     snap_whole,
     stop,
 )
+from oppu.shared.federation.base_artifact import verify_artifact, write_manifest
+from oppu.shared.federation.node_auth import load_or_create_node_key
+from oppu.shared.federation.signing import public_key_path
 from oppu.shared.metrics import make_metric
-from oppu.shared.node_auth import load_or_create_node_key
-from oppu.shared.signing import public_key_path
 from oppu.shared.tasks import get_task
 from oppu.simulations.load_test import CATEGORIES
 from oppu.simulations.load_test import FAST_ROUND as ONE_STEP_ROUND
@@ -72,7 +72,7 @@ def make_history(user: int, items: int = 6) -> list[dict]:
 
 def base_artifact() -> Path:
     """The embedded model as a BaseStore artifact, hard-linked once into the test cache."""
-    from oppu.shared.model import resolve_model_source
+    from oppu.shared.llm.model import resolve_model_source
 
     target = TEST_HOME / "federation-base"
     if (target / "oppu_manifest.json").is_file():

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from oppu.shared import model as model_mod
-from oppu.shared.chat import render_prompt
 from oppu.shared.errors import ModelNotFoundError
-from oppu.shared.inference import _label_logprobs_full, choose_label, label_log_likelihoods
+from oppu.shared.llm import model as model_mod
+from oppu.shared.llm.chat import render_prompt
+from oppu.shared.llm.inference import _label_logprobs_full, choose_label, label_log_likelihoods
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +70,7 @@ def test_chat_template_is_used(base):
 
 
 def test_greedy_answer_is_sensible(base):
-    from oppu.shared.inference import generate_answer
+    from oppu.shared.llm.inference import generate_answer
 
     answer = generate_answer(base.model, base.tokenizer, "What is the capital of France?")
     assert "Paris" in answer
@@ -80,7 +80,7 @@ def test_label_scoring_with_kv_cache_matches_full_forward(base):
     labels = ["politics", "sports", "food & drink", "religion"]
     prompt = "Which category fits this article? article: The senate passed the budget bill."
     cached = label_log_likelihoods(base.model, base.tokenizer, prompt, labels)
-    from oppu.shared.chat import encode_answer, encode_prompt
+    from oppu.shared.llm.chat import encode_answer, encode_prompt
 
     ids = [encode_answer(base.tokenizer, label) for label in labels]
     width = max(map(len, ids))

@@ -19,11 +19,15 @@ from __future__ import annotations
 import pytest
 
 from oppu.client.adapter_store import AdapterStore
-from oppu.client.peft_methods import PeftSettings
-from oppu.client.personalize import PersonalizeSettings, attach_fresh_adapter, detach_adapter
-from oppu.client.workflow import personalize_user
+from oppu.shared.llm.training import TrainSettings
+from oppu.shared.personal.peft_methods import PeftSettings
+from oppu.shared.personal.pipeline import personalize_user
+from oppu.shared.personal.private_adapter import (
+    PersonalizeSettings,
+    attach_fresh_adapter,
+    detach_adapter,
+)
 from oppu.shared.tasks import get_task
-from oppu.shared.training import TrainSettings
 
 pytestmark = pytest.mark.slow
 

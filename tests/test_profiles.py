@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from oppu.client.profiles import (
+from oppu.shared.personal.profiles import (
     PROFILE_PROMPTS,
     ProfileCache,
     build_profile,

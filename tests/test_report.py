@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from oppu.client.suite import PEFT_SUITE, TABLE1_SUITE
 from oppu.shared.metrics import make_metric
+from oppu.shared.personal.suite import PEFT_SUITE, TABLE1_SUITE
 from oppu.simulations.figures import activity_groups, adapter_similarity
 from oppu.simulations.report import (
     compare_oppu,
@@ -138,7 +138,7 @@ def test_variant_display_follows_the_suites_grammar() -> None:
     assert variant_label("gpg-k1") == "GPG (k=1)"
     assert variant_label("oppu-pt-k3") == "OPPU prompt tuning (k=3)"
     assert variant_label("pooled-k1") == "Pooled adapter (k=1)"
-    for rejected in ("rag-ia3-k1", "rag-k0", "pag-oppu-ia3-k2"):  # oppu.client.suite says no
+    for rejected in ("rag-ia3-k1", "rag-k0", "pag-oppu-ia3-k2"):  # the suite grammar says no
         assert (variant_group(rejected), variant_label(rejected)) == ("Other", rejected)
     # The default method and the explicitly named one are both listed, the explicit one after.
     assert ordered_names(["oppu-lora-k0", "oppu-k1", "oppu-k0"]) == [

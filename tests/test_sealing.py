@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from oppu.shared.proto.v1 import metrics_pb2
-from oppu.shared.sealing import (
+from oppu.shared.federation.sealing import (
     SealingError,
     load_or_create_sealing_key,
     load_sealing_key,
@@ -18,6 +17,7 @@ from oppu.shared.sealing import (
     public_bytes,
     seal_vector,
 )
+from oppu.shared.proto.v1 import metrics_pb2
 
 VECTOR = [5.0, 3.0, 0.0, 1.0, 2.5, 1e-9, 4096.0]
 WHERE = {"run_id": 1234567890123, "round_": 1, "node_id": 987654321}

@@ -123,9 +123,9 @@ def test_cohort_maps_partitions_to_test_users_in_split_order(tmp_path: Path):
 # ---- the smoke run -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory):
-    from oppu.client.peft_methods import PeftSettings
-    from oppu.client.personalize import PersonalizeSettings
-    from oppu.shared.training import TrainSettings
+    from oppu.shared.llm.training import TrainSettings
+    from oppu.shared.personal.peft_methods import PeftSettings
+    from oppu.shared.personal.private_adapter import PersonalizeSettings
     from oppu.simulations.simulate import SimulationSettings, run_simulation
 
     root = tmp_path_factory.mktemp("simulation")

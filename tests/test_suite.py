@@ -10,9 +10,12 @@ from __future__ import annotations
 import pytest
 
 from oppu.client.adapter_store import AdapterStore
-from oppu.client.peft_methods import PeftSettings
-from oppu.client.personalize import PersonalizeSettings
-from oppu.client.suite import (
+from oppu.shared.llm.training import TrainSettings
+from oppu.shared.metrics import make_metric
+from oppu.shared.personal.peft_methods import PeftSettings
+from oppu.shared.personal.pipeline import heldout_queries, history_labels
+from oppu.shared.personal.private_adapter import PersonalizeSettings
+from oppu.shared.personal.suite import (
     PEFT_SUITE,
     TABLE1_SUITE,
     Variant,
@@ -21,10 +24,7 @@ from oppu.client.suite import (
     run_suite,
     supported_variants,
 )
-from oppu.client.workflow import heldout_queries, history_labels
-from oppu.shared.metrics import make_metric
 from oppu.shared.tasks import get_task
-from oppu.shared.training import TrainSettings
 from oppu.simulations import pooled
 
 SETTINGS = PersonalizeSettings(
@@ -129,8 +129,8 @@ def test_unsupported_or_unready_variants_fail_before_any_work() -> None:
 
 def test_profiles_and_adapters_are_made_once_and_wired_per_variant(monkeypatch) -> None:
     """Stubbed model calls: which adapters train, with what, and which profile each sees."""
-    from oppu.client import suite
-    from oppu.client.evaluate import EvalResult
+    from oppu.shared.personal import suite
+    from oppu.shared.personal.evaluation import EvalResult
 
     task, history, queries, labels = _user()
     metric = make_metric(task.kind, labels)
@@ -170,7 +170,7 @@ def test_profiles_and_adapters_are_made_once_and_wired_per_variant(monkeypatch) 
 
 @pytest.mark.slow
 def test_the_base_is_clean_when_a_variant_fails(base, monkeypatch) -> None:
-    from oppu.client import suite
+    from oppu.shared.personal import suite
 
     def broken(*args, **kwargs):
         raise RuntimeError("training failed")

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from oppu.client.peft_methods import PeftSettings
-from oppu.client.personalize import attach_fresh_adapter, detach_adapter
-from oppu.shared.batching import shared_prompt_prefix, tokenize_example
-from oppu.shared.gqa_attention import GQA_SDPA, gqa_sdpa
+from oppu.shared.llm.batching import shared_prompt_prefix, tokenize_example
+from oppu.shared.llm.gqa_attention import GQA_SDPA, gqa_sdpa
+from oppu.shared.llm.training import MIN_SHARED_PREFIX, batch_loss, contiguous_head_input
+from oppu.shared.personal.peft_methods import PeftSettings
+from oppu.shared.personal.private_adapter import attach_fresh_adapter, detach_adapter
 from oppu.shared.tasks import get_task
-from oppu.shared.training import MIN_SHARED_PREFIX, batch_loss, contiguous_head_input
 
 CATEGORIES = ("politics", "sports", "food & drink", "travel")
 
@@ -84,7 +84,7 @@ def _tiny_gqa_llama(attn: str = "sdpa"):
 
 
 def _tiny_batch():
-    from oppu.shared.batching import IGNORE, Tokenized
+    from oppu.shared.llm.batching import IGNORE, Tokenized
 
     prompt = list(range(3, 23))  # a 20-token shared prefix, then rows of different lengths
     rows = [prompt + [30 + i] * (2 + 3 * i) + [40 + i, 41] for i in range(3)]
@@ -138,7 +138,7 @@ def test_sparse_dropout_drops_like_nn_dropout(p: float) -> None:
 
     import torch
 
-    from oppu.shared.sparse_dropout import SparseDropout
+    from oppu.shared.llm.sparse_dropout import SparseDropout
 
     torch.manual_seed(0)
     rows, cols = 400, 1000
@@ -161,7 +161,7 @@ def test_sparse_dropout_drops_like_nn_dropout(p: float) -> None:
 def test_sparse_dropout_is_the_identity_when_not_training() -> None:
     import torch
 
-    from oppu.shared.sparse_dropout import SparseDropout
+    from oppu.shared.llm.sparse_dropout import SparseDropout
 
     x = torch.randn(7, 11)
     assert torch.equal(SparseDropout(0.05).eval()(x), x)
@@ -172,7 +172,7 @@ def test_sparse_dropout_is_the_identity_when_not_training() -> None:
 def test_dropped_positions_stay_exact_past_float32_integers() -> None:
     import torch
 
-    from oppu.shared.sparse_dropout import dropped_positions
+    from oppu.shared.llm.sparse_dropout import dropped_positions
 
     torch.manual_seed(0)
     n = 2**25 + 3  # float32 cannot count this far one by one
@@ -188,7 +188,7 @@ def test_sparse_dropout_is_swapped_in_for_lora_and_put_back() -> None:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from oppu.shared.sparse_dropout import SparseDropout, sparse_dropout
+    from oppu.shared.llm.sparse_dropout import SparseDropout, sparse_dropout
 
     model = get_peft_model(_tiny_gqa_llama(), LoraConfig(r=4, lora_dropout=0.05,
                                                          target_modules=["q_proj", "v_proj"]))

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from oppu.client import workflow
 from oppu.client.adapter_store import AdapterStore
-from oppu.client.evaluate import evaluate_queries
-from oppu.client.peft_methods import PeftSettings
-from oppu.client.personalize import PersonalizeSettings, train_private_adapter
-from oppu.client.workflow import heldout_queries, item_key, personalize_user
 from oppu.shared.data import read_history
 from oppu.shared.errors import InputError, OppuError
-from oppu.shared.inference import label_log_likelihoods
+from oppu.shared.llm.inference import label_log_likelihoods
+from oppu.shared.llm.training import TrainSettings
+from oppu.shared.personal import pipeline as workflow
+from oppu.shared.personal.evaluation import evaluate_queries
+from oppu.shared.personal.peft_methods import PeftSettings
+from oppu.shared.personal.pipeline import heldout_queries, item_key, personalize_user
+from oppu.shared.personal.private_adapter import PersonalizeSettings, train_private_adapter
 from oppu.shared.tasks import get_task
-from oppu.shared.training import TrainSettings
 
 pytestmark = pytest.mark.slow
 
@@ -150,7 +150,7 @@ def test_saved_adapter_is_plain_peft_and_predicts_the_same(base, user_dir) -> No
     import torch
     from peft import PeftModel
 
-    from oppu.shared.model import load_base_model
+    from oppu.shared.llm.model import load_base_model
 
     store = AdapterStore(user_dir)
     history = REVIEWS[:6]

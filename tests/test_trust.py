@@ -2,7 +2,7 @@
 
 - Node authentication: the SuperLink admits only SuperNodes whose keys were enrolled; an
   unenrolled key, or none, is turned away by Flower itself (``--enable-supernode-auth``).
-- App bundles (FABs): oppu's gate (``oppu.shared.fab_trust``) sits inside the Flower
+- App bundles (FABs): oppu's gate (``oppu.shared.federation.fab_trust``) sits inside the Flower
   processes that would run a FAB. The coordinator refuses runs it did not sign (anyone who
   reaches the SuperLink's port can submit one: Flower 1.41's Control API has no
   authentication); a SuperNode refuses a FAB with code, unsigned, or signed by another key.
@@ -48,7 +48,8 @@ from oppu.coordinator.federation import (
     write_app,
 )
 from oppu.shared.errors import OppuError
-from oppu.shared.fab_trust import (
+from oppu.shared.federation import RoundKey, RunKey, flower_env, free_port, launch, stop
+from oppu.shared.federation.fab_trust import (
     FAB_SIGNATURE_KEY,
     OPPU_COMPONENTS,
     FabRefused,
@@ -56,8 +57,7 @@ from oppu.shared.fab_trust import (
     check_fab,
     sign_fab,
 )
-from oppu.shared.federation import RoundKey, RunKey, flower_env, free_port, launch, stop
-from oppu.shared.node_auth import (
+from oppu.shared.federation.node_auth import (
     check_node_key,
     fingerprint,
     generate_node_key,
@@ -65,7 +65,7 @@ from oppu.shared.node_auth import (
     node_key_path,
     read_public_key,
 )
-from oppu.shared.signing import generate_signing_key, load_signing_key, public_key_path
+from oppu.shared.federation.signing import generate_signing_key, load_signing_key, public_key_path
 
 BIN = Path(sys.executable).parent
 
@@ -81,27 +81,27 @@ def _make_signing_key(root: Path) -> Path:
 
 
 def _make_sealing_key(root: Path) -> Path:
-    from oppu.shared.sealing import generate_sealing_key
+    from oppu.shared.federation.sealing import generate_sealing_key
 
     generate_sealing_key(root / "sealing_key.pem")
     return root / "sealing_key.pem"
 
 
 def _make_tls_key(root: Path) -> Path:
-    from oppu.shared.tls import ensure_tls_material
+    from oppu.shared.federation.tls import ensure_tls_material
 
     ensure_tls_material(root / "tls")
     return root / "tls" / "server.key"
 
 
 def _load_tls(path: Path) -> None:
-    from oppu.shared.tls import ensure_tls_material
+    from oppu.shared.federation.tls import ensure_tls_material
 
     ensure_tls_material(path.parent)
 
 
 def _load_sealing(path: Path) -> None:
-    from oppu.shared.sealing import load_sealing_key
+    from oppu.shared.federation.sealing import load_sealing_key
 
     load_sealing_key(path)
 

@@ -52,9 +52,9 @@ def ask(
 ) -> None:
     """Answer a query with your personal adapter, on this machine."""
     quiet_libraries()
-    from oppu.client.evaluate import predict
     from oppu.shared.data import read_history
-    from oppu.shared.model import load_base_model
+    from oppu.shared.llm.model import load_base_model
+    from oppu.shared.personal.evaluation import predict
     from oppu.shared.retrieval import retrieve
 
     spec = get_task(task)

@@ -7,7 +7,7 @@ any profile stay on this machine (they sit in the SuperNode's node config and da
 
 Trust (SECURITY.md): the SuperNode proves itself with this user's node key (``oppu-client
 keygen``; the coordinator's operator enrolls its public half), and runs only oppu's own app
-bundle, signed by the coordinator's pinned key (``oppu.shared.fab_trust``).
+bundle, signed by the coordinator's pinned key (``oppu.shared.federation.fab_trust``).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def supernode_command(coordinator: str, *, history: Path, data_dir: Path, port: 
     args = ["--superlink", coordinator, "--port", str(port),
             "--node-config", node_config_arg(node)]
     if auth_key is not None:
-        from oppu.shared.node_auth import check_node_key
+        from oppu.shared.federation.node_auth import check_node_key
 
         args += ["--auth-supernode-private-key", str(check_node_key(auth_key).private.resolve())]
     if insecure:
@@ -82,7 +82,7 @@ def supernode_command(coordinator: str, *, history: Path, data_dir: Path, port: 
         args += ["--root-certificates", str(ca.resolve())]
     if not fab_gate:
         return ["flower-supernode", *args]
-    from oppu.shared.fab_trust import launch_command
+    from oppu.shared.federation.fab_trust import launch_command
 
     return launch_command("flower-supernode", args, trusted_key=coordinator_key)
 
@@ -151,7 +151,7 @@ def join(
     data.mkdir(parents=True, exist_ok=True)
     auth_key = None
     if node_auth if node_auth is not None else not insecure:
-        from oppu.shared.node_auth import load_or_create_node_key
+        from oppu.shared.federation.node_auth import load_or_create_node_key
 
         key, created = load_or_create_node_key(data)
         auth_key = key.private

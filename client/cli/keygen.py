@@ -27,7 +27,11 @@ def keygen(
     ] = False,
 ) -> None:
     """Make your SuperNode key pair (or show the existing one) and print what to send."""
-    from oppu.shared.node_auth import generate_node_key, load_or_create_node_key, node_key_path
+    from oppu.shared.federation.node_auth import (
+        generate_node_key,
+        load_or_create_node_key,
+        node_key_path,
+    )
 
     data = data_dir if data_dir is not None else user_dir(user)
     if force and node_key_path(data).exists():

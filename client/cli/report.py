@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from oppu.client.workflow import Outcome
 from oppu.shared.cli_support import console
+from oppu.shared.personal.pipeline import Outcome
 
 
 def print_outcome(outcome: Outcome) -> None:

@@ -20,13 +20,13 @@ from oppu.client.cli.options import (
     adapter_store,
 )
 from oppu.client.cli.report import print_outcome
-from oppu.client.peft_methods import PEFT_METHODS, PeftSettings
-from oppu.client.personalize import PersonalizeSettings
-from oppu.client.workflow import personalize_user
 from oppu.shared.cli_support import console, friendly_errors, quiet_libraries
 from oppu.shared.data import read_history
+from oppu.shared.llm.training import TrainSettings
+from oppu.shared.personal.peft_methods import PEFT_METHODS, PeftSettings
+from oppu.shared.personal.pipeline import personalize_user
+from oppu.shared.personal.private_adapter import PersonalizeSettings
 from oppu.shared.tasks import get_task
-from oppu.shared.training import TrainSettings
 
 
 @app.command()
@@ -67,7 +67,7 @@ def train(
     store = adapter_store(user, data_dir, passphrase_env)
     if resume and store.exists(spec.name) and base_model is None:
         base_model = store.metadata(spec.name).get("base_model") or None
-    from oppu.shared.model import load_base_model
+    from oppu.shared.llm.model import load_base_model
 
     console.print(f"Loading base model ({base_model or 'embedded SmolLM2-135M-Instruct'})...")
     model, tokenizer, plan = load_base_model(base_model, device=device)

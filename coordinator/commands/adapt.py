@@ -11,8 +11,8 @@ from oppu.coordinator.adapt import VARIANTS, AdaptSettings, adapt_base, adaptati
 from oppu.coordinator.cli import app
 from oppu.shared.cli_support import console, friendly_errors, quiet_libraries
 from oppu.shared.data import base_users, load_lamp
+from oppu.shared.llm.training import TrainSettings
 from oppu.shared.paths import oppu_home
-from oppu.shared.training import TrainSettings
 
 
 @app.command()
@@ -33,7 +33,7 @@ def adapt(
 ) -> None:
     """Train one LoRA on the base users' queries, merge it, save a versioned base."""
     quiet_libraries()
-    from oppu.shared.model import load_base_model
+    from oppu.shared.llm.model import load_base_model
 
     dataset = load_lamp(data, task)
     settings = AdaptSettings(variant=variant, k=k, max_examples=max_examples,
@@ -43,7 +43,7 @@ def adapt(
     model, tokenizer, _ = load_base_model(base_model, device=device)
     profile_of = None
     if variant == "profile":
-        from oppu.client.profiles import build_profile
+        from oppu.shared.personal.profiles import build_profile
 
         def profile_of(items):
             return build_profile(model, tokenizer, dataset.spec, items, mode="pag")

@@ -47,7 +47,7 @@ def enroll(
     ] = None,
 ) -> None:
     """Enroll (or --remove, --list) the SuperNode keys this coordinator accepts."""
-    from oppu.shared.node_auth import fingerprint
+    from oppu.shared.federation.node_auth import fingerprint
 
     state = StateDir(state_dir if state_dir is not None else oppu_home() / "coordinator")
     if sum([public_key is not None, remove is not None, list_keys]) != 1:

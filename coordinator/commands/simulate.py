@@ -21,7 +21,7 @@ SUITES = {"quick": "QUICK_SUITE", "table1": "TABLE1_SUITE", "peft": "PEFT_SUITE"
 
 def suite_names(text: str) -> tuple[str, ...]:
     """A preset name (quick, table1, peft) or comma-separated variants, validated."""
-    from oppu.client import suite as suites
+    from oppu.shared.personal import suite as suites
     from oppu.simulations import simulate
 
     if text in SUITES:

@@ -16,8 +16,8 @@ from oppu.coordinator.federation import (
 )
 from oppu.shared.cli_support import console, friendly_errors, stop_cleanly_on_sigterm
 from oppu.shared.federation import AGGREGATIONS, AUTO, RoundKey, RunKey
+from oppu.shared.federation.tls import CA_CERT
 from oppu.shared.paths import oppu_home
-from oppu.shared.tls import CA_CERT
 
 
 @app.command()
@@ -92,7 +92,7 @@ def start(
 def join_instructions(coordinator: Coordinator) -> str:
     """What to hand each client (files to copy, the command) and how to enroll its key."""
     from oppu.coordinator.federation import enrolled_keys
-    from oppu.shared.signing import public_key_path
+    from oppu.shared.federation.signing import public_key_path
 
     state = coordinator.state
     key = public_key_path(state.signing_key)

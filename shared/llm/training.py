@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
-from oppu.shared.batching import (
+from oppu.shared.llm.batching import (
     IGNORE,
     Tokenized,
     collate_after_prefix,
@@ -23,8 +23,8 @@ from oppu.shared.batching import (
     length_grouped_batches,
     shared_prompt_prefix,
 )
-from oppu.shared.gqa_attention import gqa_sdpa
-from oppu.shared.inference import is_prompt_learning
+from oppu.shared.llm.gqa_attention import gqa_sdpa
+from oppu.shared.llm.inference import is_prompt_learning
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,7 @@ def train_loop(
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    from oppu.shared.sparse_dropout import sparse_dropout  # imports torch: keep it lazy
+    from oppu.shared.llm.sparse_dropout import sparse_dropout  # imports torch: keep it lazy
 
     if not examples:
         raise ValueError("Nothing to train on: the example list is empty.")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from oppu.shared.chat import encode_answer, encode_prompt
+from oppu.shared.llm.chat import encode_answer, encode_prompt
 
 
 def is_prompt_learning(model) -> bool:

@@ -271,8 +271,8 @@ def model_generator(model, tokenizer, *, no_repeat_ngram: int = 4) -> Generate:
     def generate(prompt: str, max_new_tokens: int) -> str:
         from transformers import LogitsProcessorList
 
-        from oppu.shared.chat import encode_prompt
-        from oppu.shared.inference import greedy_generate
+        from oppu.shared.llm.chat import encode_prompt
+        from oppu.shared.llm.inference import greedy_generate
 
         processors = LogitsProcessorList()
         if no_repeat_ngram > 1:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from oppu.client.peft_methods import PeftSettings
-from oppu.shared.batching import tokenize_example
-from oppu.shared.inference import is_prompt_learning
+from oppu.shared.llm.batching import tokenize_example
+from oppu.shared.llm.inference import is_prompt_learning
+from oppu.shared.llm.training import TrainReport, TrainSettings, train_loop
+from oppu.shared.personal.peft_methods import PeftSettings
 from oppu.shared.retrieval import HistoryIndex
 from oppu.shared.tasks import Example, TaskSpec
-from oppu.shared.training import TrainReport, TrainSettings, train_loop
 
 PROFILE_MODES = ("none", "pag", "gpg")
 

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from oppu.shared.atomic import write_bytes_atomic
 from oppu.shared.errors import OppuError
-from oppu.shared.signing import check_owner_only, write_private_bytes
+from oppu.shared.federation.signing import check_owner_only, write_private_bytes
 
 NODE_KEY_DIR = "node_auth"
 """Folder under a client's data dir that holds its SuperNode key pair."""

@@ -11,7 +11,7 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from oppu.shared.chat import encode_answer, encode_prompt
+from oppu.shared.llm.chat import encode_answer, encode_prompt
 from oppu.shared.tasks import Example
 
 IGNORE = -100

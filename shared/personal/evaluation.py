@@ -6,7 +6,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from oppu.shared.inference import choose_label, generate_answer
+from oppu.shared.llm.inference import choose_label, generate_answer
 from oppu.shared.metrics import make_metric
 from oppu.shared.retrieval import HistoryIndex
 from oppu.shared.tasks import TaskKind, TaskSpec

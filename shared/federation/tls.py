@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from oppu.shared.atomic import write_bytes_atomic
+from oppu.shared.federation.signing import check_owner_only, write_private_bytes
 from oppu.shared.paths import oppu_home
-from oppu.shared.signing import check_owner_only, write_private_bytes
 
 CA_CERT = "ca.pem"
 CA_KEY = "ca.key"

@@ -13,17 +13,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from oppu.client.adapter_store import AdapterStore
-from oppu.client.evaluate import EvalQuery, EvalResult, evaluate_queries
-from oppu.client.personalize import (
+from oppu.shared.data import split_history
+from oppu.shared.llm.training import TrainReport
+from oppu.shared.personal.evaluation import EvalQuery, EvalResult, evaluate_queries
+from oppu.shared.personal.private_adapter import (
     PersonalizeSettings,
     attach_fresh_adapter,
     detach_adapter,
     train_private_adapter,
 )
-from oppu.client.profiles import ProfileCache, build_profile
-from oppu.shared.data import split_history
+from oppu.shared.personal.profiles import ProfileCache, build_profile
 from oppu.shared.tasks import TaskSpec
-from oppu.shared.training import TrainReport
 
 
 @dataclass

@@ -11,7 +11,8 @@ verifications (``start_run``: ``verification_dict = {}``; the CLI sends ``Fab(ha
 is not supported by the connected SuperLink") and one without them runs any FAB.
 
 oppu therefore checks FABs itself, in the processes that would run them. The SuperLink and
-SuperNode are started through :func:`main` (``python -m oppu.shared.fab_trust launch ...``),
+SuperNode are started through :func:`main`
+(``python -m oppu.shared.federation.fab_trust launch ...``),
 which puts gate scripts for ``flwr-serverapp`` and ``flwr-clientapp`` first on ``PATH``
 (Flower's SuperExec starts those by name). The gate runs Flower's own ServerApp/ClientApp
 process, but before Flower unpacks the FAB it requires (:func:`check_fab`):
@@ -43,7 +44,7 @@ from pathlib import Path
 import tomllib
 
 from oppu.shared.errors import OppuError
-from oppu.shared.signing import PublicKeyLike, SignatureError, verify
+from oppu.shared.federation.signing import PublicKeyLike, SignatureError, verify
 
 FAB_SIGNATURE_KEY = "oppu-fab-signature"
 """Run-config key: base64 Ed25519 signature over the FAB (a ``flwr run --run-config`` override)."""
@@ -153,7 +154,7 @@ def write_gate_scripts(bin_dir: Path, python: str = sys.executable) -> Path:
     for name in GATED_APPS:
         path = bin_dir / name
         write_text_atomic(path, f"#!/bin/sh\nexec {shlex.quote(python)} -m "
-                                f"oppu.shared.fab_trust app {name} \"$@\"\n")
+                                f"oppu.shared.federation.fab_trust app {name} \"$@\"\n")
         path.chmod(0o755)
     return bin_dir
 
@@ -164,7 +165,7 @@ def gated_app_argv(program: str = "flwr-clientapp") -> list[str]:
     binary, or it would bypass the check. The gate's settings come from the environment."""
     if program not in GATED_APPS:
         raise ValueError(f"no gate for {program!r}; one of {sorted(GATED_APPS)}")
-    return [sys.executable, "-m", "oppu.shared.fab_trust", "app", program]
+    return [sys.executable, "-m", "oppu.shared.federation.fab_trust", "app", program]
 
 
 def launch_command(program: str, args: Sequence[str], *,
@@ -173,7 +174,7 @@ def launch_command(program: str, args: Sequence[str], *,
     if program not in LAUNCHABLE:
         raise ValueError(f"cannot gate {program!r}; one of {sorted(LAUNCHABLE)}")
     key = ["--trusted-key", str(Path(trusted_key).resolve())] if trusted_key else []
-    return [sys.executable, "-m", "oppu.shared.fab_trust", "launch", program, *key, "--",
+    return [sys.executable, "-m", "oppu.shared.federation.fab_trust", "launch", program, *key, "--",
             *args]
 
 
@@ -236,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif len(argv) >= 2 and argv[0] == "app" and argv[1] in GATED_APPS:
         _app(argv[1], argv[2:])
     else:
-        raise SystemExit("usage: python -m oppu.shared.fab_trust launch "
+        raise SystemExit("usage: python -m oppu.shared.federation.fab_trust launch "
                          f"{{{','.join(LAUNCHABLE)}}} [--trusted-key PEM] -- ARGS... | app "
                          f"{{{','.join(GATED_APPS)}}} ARGS...")
 

@@ -162,7 +162,8 @@ class RoundConfig:
     clip: float = field(default=8.0, metadata={"key": RoundKey.CLIP})
     suite: str = field(default="", metadata={
         "key": RoundKey.SUITE,
-        "help": "Comma-separated variants (oppu.client.suite) to evaluate and sum, one stats "
+        "help": "Comma-separated variants (oppu.shared.personal.suite) to evaluate and sum, "
+                "one stats "
                 "block each; empty: the one personal adapter."})
 
     def __post_init__(self) -> None:

@@ -16,16 +16,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from oppu.client.adapter_store import AdapterStore
-from oppu.client.evaluate import EvalQuery, EvalResult, evaluate_queries, metric_labels
-from oppu.client.personalize import (
+from oppu.shared.metrics import MetricSpec, make_metric
+from oppu.shared.personal.evaluation import EvalQuery, EvalResult, evaluate_queries, metric_labels
+from oppu.shared.personal.pipeline import adapter_metadata, history_labels, item_key, user_profile
+from oppu.shared.personal.private_adapter import (
     PersonalizeSettings,
     attach_fresh_adapter,
     detach_adapter,
     train_private_adapter,
 )
-from oppu.client.profiles import model_id_of
-from oppu.client.workflow import adapter_metadata, history_labels, item_key, user_profile
-from oppu.shared.metrics import MetricSpec, make_metric
+from oppu.shared.personal.profiles import model_id_of
 from oppu.shared.retrieval import HistoryIndex
 from oppu.shared.tasks import TaskKind, TaskSpec
 

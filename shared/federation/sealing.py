@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from oppu.shared.errors import OppuError
-from oppu.shared.signing import check_owner_only, write_private_bytes
+from oppu.shared.federation.signing import check_owner_only, write_private_bytes
 
 MAGIC = b"OPPUSTAT1"
 NONCE_BYTES = 12

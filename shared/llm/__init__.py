@@ -1,0 +1,1 @@
+"""The base LLM: loading, inference, the training loop and its CPU kernels."""

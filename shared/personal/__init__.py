@@ -1,0 +1,1 @@
+"""The per-user pipeline: private adapters, their recipe, evaluation, profiles, variants."""
