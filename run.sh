@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for newcomers and CI; needs only python3 (>= 3.10) on the machine.
 #   ./run.sh demo   set up .venv, then personalize a few users of the bundled sample
-#   ./run.sh test   set up .venv, then lint and run the test suite
+#   ./run.sh test   set up .venv, then lint (ruff, import contracts) and run the tests
 #   ./run.sh setup  only set up .venv
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -40,6 +40,7 @@ case "${1:-}" in
     setup
     shift
     "$VENV/bin/ruff" check .
+    "$VENV/bin/lint-imports"
     "$VENV/bin/python" -m pytest -q "$@"
     ;;
   *)

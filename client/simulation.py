@@ -24,7 +24,8 @@ from pathlib import Path
 
 from flwr.app import Context
 
-from oppu.shared.federation import PERSONAL_BLOCK, NodeKey, RoundConfig, SimKey
+from oppu.shared.federation.keys import PERSONAL_BLOCK, NodeConfigKey, SimKey
+from oppu.shared.federation.round_config import RoundConfig
 from oppu.shared.resources import process_peak_rss_mb
 
 log = logging.getLogger("oppu.client.federation")
@@ -83,26 +84,23 @@ def suite_variants(round_cfg: RoundConfig) -> tuple[str, ...]:
     """The variant each stats block holds; an ordinary round is its one personal adapter."""
     if round_cfg.suite:
         return round_cfg.blocks
-    from oppu.shared.personal.suite import PEFT_ALIASES
+    from oppu.shared.personal.pipeline import personal_variant
 
-    profile = "" if round_cfg.profile_mode == "none" else f"{round_cfg.profile_mode}-"
-    short = {registry: alias for alias, registry in PEFT_ALIASES.items()}[round_cfg.peft_method]
-    method = "" if short == "lora" else f"{short}-"
-    return (f"{profile}oppu-{method}k{round_cfg.k}",)
+    return (personal_variant(round_cfg.recipe()).name,)
 
 
-def run_simulated_user(round_cfg: RoundConfig, context: Context, settings) -> list[float]:
+def run_simulated_user(round_cfg: RoundConfig, context: Context) -> list[float]:
     """Evaluate this virtual client's test user under the round's variants; the stats vector.
 
-    ``settings`` is the round's ``PersonalizeSettings`` (each variant adjusts k, profile and
-    PEFT method itself).
+    The round's recipe trains the private adapters (each variant sets its k, profile and
+    PEFT method).
     """
     from oppu.client.adapter_store import AdapterStore
     from oppu.shared.atomic import write_text_atomic
     from oppu.shared.data.cohort import load_cohort
     from oppu.shared.metrics import make_metric
     from oppu.shared.personal.evaluation import EvalQuery
-    from oppu.shared.personal.suite import parse_suite, run_suite
+    from oppu.shared.personal.pipeline import run_variants
     from oppu.shared.tasks import get_task
 
     task = get_task(round_cfg.task)
@@ -127,9 +125,10 @@ def run_simulated_user(round_cfg: RoundConfig, context: Context, settings) -> li
     pooled = str(context.run_config.get(SimKey.POOLED_ADAPTER, "") or "")
     model, tokenizer = simulation_base(round_cfg, context)
     started = time.perf_counter()
-    outcome = run_suite(model, tokenizer, task, history, queries, parse_suite(variants),
-                        settings, labels=labels or None, store=AdapterStore(user_dir),
-                        pooled_adapter=Path(pooled) if pooled else None)
+    outcome = run_variants(model, tokenizer, task, history, queries, variants,
+                           round_cfg.recipe(), labels=labels or None,
+                           store=AdapterStore(user_dir),
+                           pooled_adapter=Path(pooled) if pooled else None)
     metric = make_metric(task.kind, labels)
     record = {
         "format": RECORD_FORMAT, "user": user.user_id, "partition": user.partition,
@@ -171,7 +170,7 @@ def simulation_base(round_cfg: RoundConfig, context: Context):
     from oppu.shared.llm.model import load_base_model
 
     base_path = str(context.run_config.get(SimKey.BASE_PATH, "") or "")
-    device = str(context.node_config.get(NodeKey.DEVICE, "auto") or "auto")
+    device = str(context.node_config.get(NodeConfigKey.DEVICE, "auto") or "auto")
     # What the run names, before any I/O: a loaded base is not verified or fetched again.
     key = (base_path or round_cfg.base_version or round_cfg.base_address
            or str(context.run_config.get(SimKey.BASE_MODEL, "")), device)

@@ -13,9 +13,9 @@ from pathlib import Path
 from oppu.shared.atomic import atomic_directory
 from oppu.shared.data import LampDataset
 from oppu.shared.federation.base_artifact import BaseManifest, write_manifest
-from oppu.shared.llm.batching import tokenize_example
-from oppu.shared.llm.training import TrainReport, TrainSettings, train_loop
+from oppu.shared.llm.training import TrainReport, TrainSettings
 from oppu.shared.personal.peft_methods import PeftSettings
+from oppu.shared.personal.private_adapter import attach_fresh_adapter, train_on_examples
 from oppu.shared.retrieval import HistoryIndex
 from oppu.shared.tasks import Example
 
@@ -75,15 +75,12 @@ def adapt_base(model, tokenizer, examples: Sequence[Example], settings: AdaptSet
                out_dir: Path, model_id: str, task: str,
                show_progress: bool = True) -> tuple[BaseManifest, TrainReport]:
     """Train a LoRA on ``examples``, merge it into ``model`` and save a verified artifact."""
-    from peft import get_peft_model
-
     if not examples:
         raise ValueError("No base-user examples with gold answers: nothing to adapt on.")
-    peft_model = get_peft_model(model, ADAPTATION_PEFT.to_peft_config())
-    tokenized = [tokenize_example(tokenizer, ex, settings.train.max_length) for ex in examples]
-    report = train_loop(peft_model, tokenized, settings.train,
-                        epochs=settings.train.epochs or 3, pad_id=tokenizer.pad_token_id,
-                        description="task adaptation", show_progress=show_progress)
+    peft_model = attach_fresh_adapter(model, ADAPTATION_PEFT, seed=settings.train.seed)
+    report = train_on_examples(peft_model, tokenizer, examples, settings.train,
+                               epochs=settings.train.epochs or 3, show_progress=show_progress,
+                               description="task adaptation")
     merged = peft_model.merge_and_unload()
     with atomic_directory(out_dir) as scratch:
         merged.save_pretrained(scratch, safe_serialization=True)

@@ -4,7 +4,7 @@
 on a small machine) and ``list --format json`` leaves out the keys. This module makes the same
 Control API calls the ``flwr supernode`` commands make (``flwr/cli/supernode/register.py``:
 ``init_http_client_from_connection`` + ``RegisterNode``; ``ListNodes``; ``UnregisterNode``)
-over one connection. ``sync_registrations`` in ``coordinator/federation.py`` runs it as
+over one connection. ``sync_registrations`` in ``coordinator/enrollment.py`` runs it as
 ``python -m oppu.coordinator.node_registry CONNECTION`` with ``FLWR_HOME`` set to the
 coordinator's flwr home, the enrolled keys as JSON ``{name: "ecdsa-sha2-... AAAA..."}`` on
 stdin; it prints ``{"nodes": {name: node_id}, "removed": [...], "revoked": [...]}``.

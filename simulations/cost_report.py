@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from oppu.simulations.plotting import new_figure, save_png
+
 
 def growth_fit(per_user: list[Mapping[str, Any]]) -> tuple[float, float] | None:
     """Least-squares seconds = a + b * train_items over the users (None below 3 users)."""
@@ -51,12 +53,10 @@ def cost_markdown(cost: Mapping[str, Any]) -> list[str]:
 
 def cost_figure(cost: Mapping[str, Any], path: str | Path) -> Path:
     """Per-user seconds against training items, with the linear fit (Appendix B)."""
-    from oppu.simulations.figures import _new_figure, _save
-
     per_user = [u for u in cost.get("per_user", ()) if u.get("seconds") is not None]
     if len(per_user) < 2:
         raise ValueError("fewer than two users with timings")
-    fig = _new_figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     x = [u["train_items"] for u in per_user]
     y = [u["seconds"] for u in per_user]
@@ -70,4 +70,4 @@ def cost_figure(cost: Mapping[str, Any], path: str | Path) -> Path:
     ax.set_ylabel("wall time per user (s, whole suite)")
     ax.set_title("Cost per user vs history length")
     ax.legend()
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from oppu.simulations.adapter_similarity import adapter_file, adapter_similarity
+from oppu.simulations.cost_report import cost_figure
+from oppu.simulations.plotting import new_figure, save_png
 from oppu.simulations.report_metrics import (
     MetricColumn,
     Record,
@@ -35,28 +35,6 @@ ACTIVITY_VARIANTS = ("base-k0", "rag-k1", "pag-k1", "oppu-k0", "oppu-k1", "pag-o
 MAX_ACTIVITY_VARIANTS = 6
 
 # --- drawing helpers -------------------------------------------------------------------------
-
-
-def _new_figure(width: float = 7.0, height: float = 4.5) -> Any:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def _save(fig: Any, path: str | Path) -> Path:
-    """Save as PNG via a temp file in the same folder and a rename: never half a PNG."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _nan(value: float | None) -> float:
@@ -125,7 +103,7 @@ def activity_figure(
     if not groups or not variants:
         raise ValueError("the activity figure needs at least one user record and one variant")
     column = _metric_for(str(records[0].get("kind", "")), metric)
-    fig = _new_figure(min(14.0, 6.0 + 0.5 * len(groups) * len(variants)), 4.5)
+    fig = new_figure(min(14.0, 6.0 + 0.5 * len(groups) * len(variants)), 4.5)
     ax = fig.add_subplot()
     width = 0.8 / len(variants)
     positions = np.arange(len(groups))
@@ -140,7 +118,7 @@ def activity_figure(
     ax.set_ylabel(column.header)
     ax.set_title(f"{column.name} by user activity (pooled over each group's queries)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 # --- Fig. 4: number of retrieved items -------------------------------------------------------
@@ -182,7 +160,7 @@ def k_figure(table: Mapping[str, Any], path: str | Path) -> Path:
     if not series:
         raise ValueError("no base/RAG/OPPU/PAG variant with a value: nothing to plot against k")
     column = primary_metric(table.get("kind", ""))
-    fig = _new_figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     for line, points in series.items():
         ax.plot([k for k, _ in points], [v for _, v in points], marker="o", label=line)
@@ -192,7 +170,7 @@ def k_figure(table: Mapping[str, Any], path: str | Path) -> Path:
     ax.set_ylabel(column.header)
     ax.set_title(f"{table.get('task', '')}: {column.name} vs k")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 # --- Fig. 6: PEFT methods --------------------------------------------------------------------
@@ -220,7 +198,7 @@ def peft_figure(table: Mapping[str, Any], path: str | Path) -> Path:
     column = primary_metric(table.get("kind", ""))
     variants = table["variants"]
     values = [metric_value(variants[name], column.key) for _, name in bars]
-    fig = _new_figure(6.0, 4.5)
+    fig = new_figure(6.0, 4.5)
     ax = fig.add_subplot()
     colors = ["0.6" if name == "base-k0" else "C0" for _, name in bars]
     positions = np.arange(len(bars))
@@ -232,7 +210,7 @@ def peft_figure(table: Mapping[str, Any], path: str | Path) -> Path:
     ax.set_ylabel(column.header)
     ax.set_title(f"{table.get('task', '')}: {column.name} by PEFT method (k=0)")
     ax.tick_params(axis="x", labelsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 # --- Fig. 7: adapter similarity (the data: oppu.simulations.adapter_similarity) ------------
@@ -254,7 +232,7 @@ def similarity_figure(
     if matrix.shape != (len(users), len(users)):
         raise ValueError(f"matrix is {matrix.shape}, expected {len(users)} x {len(users)}")
     size = min(12.0, 4.0 + 0.3 * len(users))
-    fig = _new_figure(size + 1.2, size)
+    fig = new_figure(size + 1.2, size)
     ax = fig.add_subplot()
     image = ax.imshow(matrix, cmap="RdBu_r", vmin=-1.0, vmax=1.0)
     fig.colorbar(image, ax=ax, label="cosine similarity")
@@ -268,7 +246,7 @@ def similarity_figure(
             ax.text(j, i, "n/a" if math.isnan(value) else f"{value:.2f}", ha="center",
                     va="center", fontsize=7, color="white" if abs(value) > 0.6 else "black")
     ax.set_title(title or "Cosine similarity of users' adapters")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 # --- everything at once ----------------------------------------------------------------------
@@ -323,8 +301,6 @@ def _draw_similarity(table: Mapping[str, Any], records: Sequence[Record], path: 
 
 
 def _draw_cost(table: Mapping[str, Any], records: Sequence[Record], path: Path) -> Path:
-    from oppu.simulations.cost_report import cost_figure
-
     if not table.get("cost"):
         raise ValueError("the table has no cost section")
     return cost_figure(table["cost"], path)

@@ -15,15 +15,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from oppu.shared.atomic import atomic_directory
-from oppu.shared.personal.pipeline import history_labels, item_key
+from oppu.shared.personal.adapter_meta import history_labels, item_key
 from oppu.shared.personal.private_adapter import (
-    PersonalizeSettings,
-    attach_fresh_adapter,
-    detach_adapter,
+    fresh_adapter,
     train_on_examples,
     training_examples,
 )
 from oppu.shared.personal.profiles import model_id_of
+from oppu.shared.personal.recipe import PersonalizeSettings
 from oppu.shared.tasks import Example, TaskSpec
 
 METADATA_FILE = "oppu_pooled.json"
@@ -89,9 +88,9 @@ def train_pooled_adapter(
     if _saved_key(out_dir) == key:
         return out_dir
     examples = pooled_examples(task, histories, settings.k, labels)
-    peft_model = attach_fresh_adapter(model, settings.peft, seed=settings.train.seed)
-    try:
-        report = train_on_examples(peft_model, tokenizer, task, examples, settings,
+    with fresh_adapter(model, settings.peft, seed=settings.train.seed) as peft_model:
+        report = train_on_examples(peft_model, tokenizer, examples, settings.train,
+                                   epochs=settings.train.epochs or task.epochs,
                                    show_progress=show_progress, description="pooled adapter")
         with atomic_directory(out_dir) as scratch:
             peft_model.save_pretrained(scratch)
@@ -102,6 +101,4 @@ def train_pooled_adapter(
                 "steps": report.steps, "final_loss": report.final_loss,
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }, indent=2, sort_keys=True))
-    finally:
-        detach_adapter(peft_model)
     return out_dir

@@ -40,6 +40,7 @@ from typing import Any
 from oppu.shared.atomic import write_text_atomic
 from oppu.shared.metrics import json_safe
 from oppu.shared.personal.suite import Variant
+from oppu.simulations import figures
 from oppu.simulations.report_metrics import (
     METRICS,
     MetricColumn,
@@ -52,7 +53,7 @@ from oppu.simulations.report_metrics import (
     records_metric,
 )
 from oppu.simulations.variant_names import (
-    GROUPS,
+    groups,
     known_variant,
     order_variants,
     ordered_names,
@@ -61,7 +62,7 @@ from oppu.simulations.variant_names import (
 )
 
 __all__ = [
-    "GROUPS", "METRICS", "MetricColumn", "Record", "compare_oppu", "format_value",
+    "METRICS", "MetricColumn", "Record", "compare_oppu", "format_value", "groups",
     "metric_columns", "metric_value", "order_variants", "ordered_names", "pooled_metrics",
     "primary_metric", "records_metric", "report_markdown", "table1_markdown", "table_header",
     "table_json", "variant_group", "variant_label", "write_report",
@@ -258,8 +259,6 @@ def write_report(
     ``similarity``. A figure that cannot be drawn is listed in ``table1.md`` with the reason
     instead of failing the report. Every file is written atomically.
     """
-    from oppu.simulations import figures  # lazily: figures imports this module
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     drawn: dict[str, Path] = {}

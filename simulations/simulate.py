@@ -18,22 +18,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from oppu.coordinator.adapt import AdaptSettings
-from oppu.coordinator.federation import CohortResult, Coordinator
+from oppu.coordinator.coordinator import Coordinator
+from oppu.coordinator.results import CohortResult
 from oppu.shared.atomic import write_text_atomic
 from oppu.shared.cli_support import console
 from oppu.shared.data import base_users, load_lamp, select_test_users
 from oppu.shared.data.cohort import LampCohort
-from oppu.shared.federation import AUTO, RoundKey, RunKey, SimKey, free_port
+from oppu.shared.federation.aggregation_modes import AUTO
 from oppu.shared.federation.base_artifact import read_manifest, verify_artifact
+from oppu.shared.federation.keys import RoundKey, RunKey, SimKey
+from oppu.shared.federation.processes import free_port
+from oppu.shared.federation.round_config import recipe_entries
 from oppu.shared.llm.training import TrainSettings
-from oppu.shared.personal.private_adapter import PersonalizeSettings
+from oppu.shared.personal.recipe import PersonalizeSettings
+from oppu.shared.personal.suite import QUICK_SUITE
 from oppu.shared.resources import PeakMemory, release_memory
 from oppu.shared.tasks import TaskSpec
 from oppu.simulations.quickstart import sample_dir, small_model_personal_settings
-
-QUICK_SUITE: tuple[str, ...] = ("base-k0", "random-k1", "rag-k1", "majority", "top-bm25",
-                                "oppu-k0")
-"""What the README's first command compares: minutes on a CPU, one adapter per user."""
 
 
 @dataclass(frozen=True)
@@ -157,15 +158,10 @@ def prepare_pooled(cohort: LampCohort, base_dir: Path, out: Path,
 def simulation_run_config(data: Path, out: Path, task: TaskSpec, cohort: LampCohort,
                           suite: tuple[str, ...], settings: SimulationSettings,
                           pooled: Path | None) -> dict[str, object]:
-    personal = settings.personal
     return {
         RunKey.MIN_CLIENTS: len(cohort), RunKey.AGGREGATION: settings.aggregation,
         RunKey.TIMEOUT: settings.timeout, RoundKey.TASK: task.name,
-        RoundKey.SUITE: ",".join(suite), RoundKey.PEFT_METHOD: personal.peft.method,
-        RoundKey.LORA_R: personal.peft.r, RoundKey.LORA_ALPHA: personal.peft.alpha,
-        RoundKey.LR: personal.train.lr, RoundKey.EPOCHS: personal.train.epochs or 0,
-        RoundKey.BATCH_SIZE: personal.train.batch_size,
-        RoundKey.MAX_STEPS: personal.train.max_steps or 0, RoundKey.SEED: personal.train.seed,
+        RoundKey.SUITE: ",".join(suite), **recipe_entries(settings.personal),
         RoundKey.LABELS: json.dumps(list(cohort.labels())),
         SimKey.DATA: str(data), SimKey.OUT: str(out), SimKey.MAX_HISTORY: settings.max_history,
         SimKey.POOLED_ADAPTER: str(pooled or ""), SimKey.SHIFT: settings.history_shift,

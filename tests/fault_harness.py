@@ -1,6 +1,9 @@
 """Real faults for tests: signal whole process trees, poll files and logs with a deadline,
 checksum a client's private files, and run a BaseStore in a process of its own.
 
+Clients are the shared SuperNode harness (``oppu.simulations.load.supernode``), extended here
+with what only fault tests do to them: kill, freeze, thaw, and waits on their logs.
+
 Run as a script it serves a base artifact (``serve-base``), so a test can SIGKILL the server
 mid-transfer and start another on the same port, as a crashed coordinator would.
 """
@@ -18,9 +21,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+
+from oppu.simulations.load.supernode import SuperNode
 
 T = TypeVar("T")
 
@@ -104,64 +109,23 @@ def tail(path: Path, chars: int = 3000) -> str:
 
 # ---- federation clients --------------------------------------------------------------------
 @dataclass
-class FaultClient:
-    """One user with a SuperNode that a test can start, kill, stop and restart.
+class FaultClient(SuperNode):
+    """A user's SuperNode (the shared harness) that a test can also kill, freeze and thaw,
+    and whose log it can wait on round by round.
 
-    ``log_mark`` is the log's size when the SuperNode last started, so waits only see lines
-    this SuperNode wrote; ``round_mark`` the size when the test last marked a round.
+    ``round_mark`` is the log's size when the test last marked a round, so waits see only
+    lines about that round.
     """
 
-    name: str
-    data: Path
-    history: list[dict]
-    cache: Path
-    proc: subprocess.Popen | None = None
-    log_mark: int = 0
     round_mark: int = 0
-    starts: int = field(default=0)
-
-    @property
-    def log(self) -> Path:
-        return self.data / "supernode.log"
-
-    @property
-    def history_path(self) -> Path:
-        return self.data / "history.jsonl"
-
-    def start(self, coordinator) -> None:
-        """Start (or restart, same data dir) this user's SuperNode against ``coordinator``.
-
-        With SuperNode authentication on, the user's node key (kept in the data dir, so a
-        restarted client is the same node) is enrolled first, as an operator would.
-        """
-        from oppu.client.cli.join import supernode_command
-        from oppu.shared.federation import flower_env, free_port, launch
-        from oppu.shared.federation.node_auth import load_or_create_node_key
-        from oppu.shared.federation.signing import public_key_path
-
-        auth = {}
-        if getattr(coordinator, "node_auth", False):
-            key, _ = load_or_create_node_key(self.data)
-            coordinator.enroll(key.public, name=self.name)
-            auth["auth_key"] = key.private
-        self.log_mark = size_of(self.log)
-        cmd = supernode_command(
-            coordinator.client_address, history=self.history_path, data_dir=self.data,
-            port=free_port(), ca=coordinator.state.tls / "ca.pem",
-            coordinator_key=public_key_path(coordinator.state.signing_key),
-            base_cache=self.cache, audit_log=self.data / "sent.jsonl", device="cpu", **auth)
-        env = flower_env(self.data / "flwr", {"OPPU_HOME": str(self.data / "home"),
-                                             "OMP_NUM_THREADS": "1"})
-        self.proc = launch(cmd, log_path=self.log, env=env)
-        self.starts += 1
 
     def wait_registered(self, timeout: float = 90.0) -> None:
         """Until the SuperLink gave this SuperNode a node id (it is then in the cohort)."""
-        def registered() -> int:
+        def registered() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"{self.name}'s SuperNode exited ({self.proc.returncode})"
                                      f" before it registered:\n{tail(self.log)}")
-            return count_in(self.log, "SuperNode ID:", after=self.log_mark)
+            return self.registered()
 
         wait_until(registered, timeout=timeout, what=f"{self.name}'s SuperNode to register",
                    diagnose=lambda: tail(self.log))
@@ -184,21 +148,15 @@ class FaultClient:
                    timeout=timeout, what=f"{self.name} to send {replies} replies",
                    diagnose=lambda: tail(self.log))
 
-    def sent(self) -> list[dict]:
-        path = self.data / "sent.jsonl"
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
     def record(self, run_id: str) -> dict | None:
         """The client's own record of a run (what it computed), if it finished that run."""
-        found = list((self.data / "federation").glob(f"run-{run_id}-round-*.json"))
+        found = self.records(run_id)
         assert len(found) <= 1, found
         return json.loads(found[0].read_text()) if found else None
 
     def private_digests(self) -> dict[str, str]:
         """Checksums of what must survive any fault: the history and the saved adapters."""
-        return digests([self.history_path, self.data / "adapters"])
+        return digests([self.history_path, self.data_dir / "adapters"])
 
     def kill(self) -> None:
         kill_tree(self.proc)
@@ -218,9 +176,6 @@ def make_client(root: Path, name: str, history: list[dict], base_dir: Path) -> F
     cache lock); the fetch in each round still checks every file's sha256 against the
     coordinator's signed manifest.
     """
-    data = root / name
-    data.mkdir(parents=True)
-    (data / "history.jsonl").write_text("".join(json.dumps(i) + "\n" for i in history))
     cache = root / f"{name}-base-cache"
     version = json.loads((base_dir / "oppu_manifest.json").read_text())["version"]
     (cache / version).mkdir(parents=True)
@@ -230,14 +185,14 @@ def make_client(root: Path, name: str, history: list[dict], base_dir: Path) -> F
                 os.link(path, cache / version / path.name)
             except OSError:
                 shutil.copy2(path, cache / version / path.name)
-    return FaultClient(name, data, history, cache)
+    return FaultClient.create(root, name, history, base_cache=cache)
 
 
 # ---- a BaseStore in its own process ---------------------------------------------------------
 def start_base_server(artifact: Path, key: Path, tls_dir: Path, port: int, *, log: Path,
                       requests: Path, chunk_delay: float = 0.0) -> subprocess.Popen:
     """``serve-base`` below, as a child process; returns once it listens on ``port``."""
-    from oppu.shared.federation import wait_for_port
+    from oppu.shared.federation.processes import wait_for_port
 
     cmd = [sys.executable, __file__, "serve-base", "--artifact", str(artifact), "--key",
            str(key), "--tls-dir", str(tls_dir), "--port", str(port), "--requests",

@@ -37,21 +37,20 @@ from fault_harness import (
     tail,
     wait_until,
 )
-from test_federation import FAST_ROUND, TEST_HOME, base_artifact, make_history
+from helpers import make_history
+from test_federation import FAST_ROUND, TEST_HOME, base_artifact
 
 from oppu.client.base_fetch import PART_SUFFIX, fetch_base
 from oppu.coordinator.base_server import CHUNK_SIZE, BaseStoreServer
-from oppu.coordinator.federation import (
-    CohortResult,
-    Coordinator,
-    format_table,
-    read_result,
-    submit_run,
-    write_app,
-)
+from oppu.coordinator.coordinator import Coordinator
+from oppu.coordinator.results import CohortResult, format_table, read_result
+from oppu.coordinator.superlink import submit_run, write_app
 from oppu.shared.errors import OppuError
-from oppu.shared.federation import SEALED, SECAGG, RunKey, free_port, secagg_shares
+from oppu.shared.federation.aggregation_modes import SEALED, SECAGG
 from oppu.shared.federation.base_artifact import verify_artifact, write_manifest
+from oppu.shared.federation.keys import RunKey
+from oppu.shared.federation.processes import free_port
+from oppu.shared.federation.secagg_encoding import secagg_shares
 from oppu.shared.federation.signing import generate_signing_key, public_key_path
 from oppu.shared.federation.tls import ensure_tls_material
 
@@ -83,10 +82,10 @@ def train_previous_adapter(client: FaultClient) -> None:
         mp.setenv("OPPU_HOME", str(TEST_HOME))
         result = CliRunner().invoke(app, [
             "train", "--history", str(client.history_path), "--task", TASK, "--data-dir",
-            str(client.data), "--device", "cpu", "--epochs", "1", "--batch-size", "4",
+            str(client.data_dir), "--device", "cpu", "--epochs", "1", "--batch-size", "4",
             "--lr", "3e-3"])
     assert result.exit_code == 0, result.output
-    assert AdapterStore(client.data).exists(TASK)
+    assert AdapterStore(client.data_dir).exists(TASK)
 
 
 def _clients(root: Path, count: int) -> list[FaultClient]:
@@ -473,8 +472,8 @@ def test_a_crashed_client_rejoins_at_once_with_oppu_client_join(tmp_path: Path):
     key meanwhile ([code: 2004]); ``join`` retries through that window."""
     import sys
 
-    from oppu.shared.federation import flower_env, launch
     from oppu.shared.federation.node_auth import load_or_create_node_key
+    from oppu.shared.federation.processes import flower_env, launch
 
     data = tmp_path / "user0"
     data.mkdir()

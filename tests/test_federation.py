@@ -23,51 +23,32 @@ import grpc
 import numpy as np
 import pytest
 import tomllib
+from helpers import make_history
 
-from oppu.client.cli.join import supernode_command
-from oppu.coordinator.federation import CohortResult, Coordinator
-from oppu.shared.federation import (
+from oppu.coordinator.coordinator import Coordinator
+from oppu.coordinator.results import CohortResult
+from oppu.shared.federation.aggregation_modes import SEALED, SECAGG, choose_aggregation
+from oppu.shared.federation.base_artifact import verify_artifact, write_manifest
+from oppu.shared.federation.keys import RoundKey, RunKey
+from oppu.shared.federation.node_config import node_config_arg
+from oppu.shared.federation.processes import free_port
+from oppu.shared.federation.round_config import RoundConfig, run_config_overrides
+from oppu.shared.federation.secagg_encoding import (
     MODULUS_RANGE,
     QUANTIZATION_RANGE,
-    SEALED,
-    SECAGG,
-    RoundConfig,
-    RoundKey,
-    RunKey,
-    choose_aggregation,
     decode_mean,
     encode_stats,
-    flower_env,
-    free_port,
-    launch,
-    node_config_arg,
-    run_config_overrides,
     secagg_max_error,
     secagg_shares,
     snap_whole,
-    stop,
 )
-from oppu.shared.federation.base_artifact import verify_artifact, write_manifest
-from oppu.shared.federation.node_auth import load_or_create_node_key
-from oppu.shared.federation.signing import public_key_path
 from oppu.shared.metrics import make_metric
 from oppu.shared.tasks import get_task
-from oppu.simulations.load_test import CATEGORIES
-from oppu.simulations.load_test import FAST_ROUND as ONE_STEP_ROUND
+from oppu.simulations.load.round import FAST_ROUND as ONE_STEP_ROUND
+from oppu.simulations.load.supernode import SuperNode
 
 TEST_HOME = Path(os.environ.get("OPPU_TEST_HOME", Path(__file__).parent.parent / ".oppu-home"))
 FAST_ROUND = {**ONE_STEP_ROUND, RunKey.TIMEOUT: 600.0}
-
-
-def secret(user: int, item: int) -> str:
-    """A phrase that exists only in one user's history (to search the wire for)."""
-    return f"zq{user}x{item} marmalade-{user * 97 + item} walrus confidential"
-
-
-def make_history(user: int, items: int = 6) -> list[dict]:
-    return [{"id": f"u{user}-{i}", "title": f"Headline {secret(user, i)}",
-             "text": f"Story {secret(user, i)} about {CATEGORIES[(user + i) % 6]}.",
-             "category": CATEGORIES[(user + i) % 6]} for i in range(items)]
 
 
 def base_artifact() -> Path:
@@ -162,45 +143,27 @@ def _run(root: Path, users: int, aggregation: str, insecure: bool,
     coordinator = Coordinator(root / "coordinator", base_artifact(), host="127.0.0.1",
                               port=free_port(), base_port=0, insecure=insecure,
                               base_interceptors=[recorder])
-    clients, nodes, keys = [], [], []
-    for user in range(users):  # each client makes its node key; the coordinator enrolls it
-        key, _ = load_or_create_node_key(root / f"user{user}")
-        keys.append(key.private if coordinator.node_auth else None)
-        if coordinator.node_auth:
-            coordinator.enroll(key.public, name=f"user{user}")
+    nodes = [SuperNode.create(root, f"user{user}", make_history(user),
+                              base_cache=root / "base-cache") for user in range(users)]
+    for node in nodes:  # each client makes its node key; the coordinator enrolls it
+        node.enroll(coordinator)
     with coordinator:
-        ca = None if insecure else coordinator.state.tls / "ca.pem"
-        for user in range(users):
-            data = root / f"user{user}"
-            data.mkdir(parents=True, exist_ok=True)
-            history = make_history(user)
-            path = data / "history.jsonl"
-            path.write_text("".join(json.dumps(item) + "\n" for item in history))
-            cmd = supernode_command(
-                coordinator.client_address, history=path, data_dir=data, port=free_port(),
-                ca=ca, insecure=insecure,
-                coordinator_key=public_key_path(coordinator.state.signing_key),
-                base_cache=root / "base-cache", audit_log=data / "sent.jsonl", device="cpu",
-                auth_key=keys[user])
-            env = flower_env(data / "flwr", {"OPPU_HOME": str(data / "home"),
-                                             "OMP_NUM_THREADS": "1"})
-            nodes.append(launch(cmd, log_path=data / "supernode.log", env=env))
-            clients.append((data, history))
         try:
+            for node in nodes:
+                node.start(coordinator, insecure=insecure, enroll=False)
             result = coordinator.run_round(
                 {**FAST_ROUND, **round_fields, RunKey.MIN_CLIENTS: users,
                  RunKey.AGGREGATION: aggregation}, timeout=600)
         finally:
-            for proc in nodes:
-                stop(proc)
-    logs = {p.parent.name: p.read_text(errors="replace")
-            for p in root.glob("user*/supernode.log")}
+            for node in nodes:
+                node.stop()
+    logs = {node.name: node.log_text() for node in nodes}
     runs = []
-    for data, history in clients:
-        records = list((data / "federation").glob(f"run-{result.run_id}-round-*.json"))
-        assert len(records) == 1, logs.get(data.name, "")[-3000:]
-        sent = [json.loads(line) for line in (data / "sent.jsonl").read_text().splitlines()]
-        runs.append(ClientRun(data, history, json.loads(records[0].read_text()), sent))
+    for node in nodes:
+        records = node.records(result.run_id)
+        assert len(records) == 1, logs[node.name][-3000:]
+        runs.append(ClientRun(node.data_dir, node.history, json.loads(records[0].read_text()),
+                              node.sent()))
     return FederationRun(result, runs, recorder.requests, time.perf_counter() - started, logs)
 
 
@@ -244,7 +207,7 @@ def test_secagg_cohort_sum_equals_the_clients_local_statistics(secagg_run: Feder
 
 @pytest.mark.slow
 def test_result_is_stored_in_the_state_dir(secagg_run: FederationRun, tmp_path: Path):
-    from oppu.coordinator.federation import format_table
+    from oppu.coordinator.results import format_table
 
     stored = list(Path(secagg_run.clients[0].data_dir.parent / "coordinator" / "results")
                   .glob("run-*.json"))
@@ -293,12 +256,6 @@ def test_round_config_refuses_a_newer_format_and_ignores_unknown_keys():
     assert RoundConfig.from_config(config) == _round()
     with pytest.raises(ValueError, match="update oppu"):
         RoundConfig.from_config({**config, RoundKey.FORMAT: 99})
-
-
-def test_round_config_to_proto_keeps_the_shared_fields():
-    proto = _round().to_proto(run_id=123)
-    assert (proto.run_id, proto.task, list(proto.labels)) == ("123", "LaMP_2N",
-                                                              ["a, b", "c", "d & e"])
 
 
 def test_run_config_overrides_read_labels_and_skip_coordinator_only_fields():
@@ -378,7 +335,8 @@ def test_node_config_string_reads_back_with_flowers_parser(tmp_path: Path):
 
 
 def test_results_round_trip_and_table(tmp_path: Path):
-    from oppu.coordinator.federation import StateDir, format_table, read_result, write_result
+    from oppu.coordinator.results import format_table, read_result, write_result
+    from oppu.coordinator.state import StateDir
 
     metric = make_metric("classification", ("x", "y"))
     sums = metric.stats_for(["x", "y", "y"], ["x", "y", "x"])
@@ -401,7 +359,8 @@ def test_generated_app_is_a_valid_flower_app(tmp_path: Path):
     from flwr.cli.build import build_fab_from_disk
     from flwr.common.config import validate_config
 
-    from oppu.coordinator.federation import StateDir, write_app
+    from oppu.coordinator.state import StateDir
+    from oppu.coordinator.superlink import write_app
 
     app_dir = write_app(StateDir(tmp_path), {RoundKey.TASK: "LaMP_2N", RoundKey.LR: 1e-3,
                                              RunKey.MIN_CLIENTS: 3})

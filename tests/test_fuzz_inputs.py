@@ -28,7 +28,8 @@ from oppu.shared.data import check_history, load_lamp, read_history, select_test
 from oppu.shared.data.items import check_item
 from oppu.shared.data.split import base_users, split_history, user_activity, user_history
 from oppu.shared.errors import ConfigError, InputError, OppuError, Problem
-from oppu.shared.federation import RoundConfig, RoundKey, run_config_overrides
+from oppu.shared.federation.keys import RoundKey
+from oppu.shared.federation.round_config import RoundConfig, run_config_overrides
 from oppu.shared.metrics import MAX_STAT_VALUE, MetricSpec, make_metric
 from oppu.shared.tasks import TaskSpec, dump_task_toml, get_task, spec_from_mapping
 from oppu.shared.tasks.custom import KNOWN_KEYS, read_task_file
@@ -450,7 +451,6 @@ def _valid_round() -> RoundConfig:
 
 def _exercise_round(cfg: RoundConfig) -> None:
     assert RoundConfig.from_config(cfg.to_config()) == cfg
-    cfg.to_proto(run_id=7).SerializeToString()
     cfg.public_summary()
     assert cfg.blocks and cfg.holdout_value >= 0
 

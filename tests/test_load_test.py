@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from oppu.shared.resources import descendants
-from oppu.simulations.load_test import JSON_PREFIX, main
+from oppu.simulations.load.report import JSON_PREFIX
+from oppu.simulations.load_test import main
 
 TEST_HOME = Path(os.environ.get("OPPU_TEST_HOME", Path(__file__).parent.parent / ".oppu-home"))
 

@@ -17,6 +17,8 @@ loss ~3.6-4.0 on the first step, ~1.1-1.5 averaged over the last three, and 6 st
 from __future__ import annotations
 
 import pytest
+from helpers import DYSTOPIA_MOVIES as MOVIES
+from helpers import fast_lora
 
 from oppu.client.adapter_store import AdapterStore
 from oppu.shared.llm.training import TrainSettings
@@ -35,49 +37,7 @@ HELD_OUT = 8
 MIN_ACCURACY_GAIN = 0.5  # absolute; observed: base 0.00 ("fantasy" for every movie) -> 1.00
 MIN_MAE_DROP = 1.0  # stars; observed: base 3.00 ("1" for every review) -> 0.00
 
-FAST_LORA = PersonalizeSettings(
-    peft=PeftSettings(method="lora", r=8, alpha=16),
-    train=TrainSettings(lr=3e-3, epochs=2, batch_size=8, max_steps=4, max_length=256),
-)
-
-# Plain comedies, action films and romances: nothing about them suggests "dystopia".
-MOVIES = (
-    "Two bumbling best friends accidentally join a wedding band and must fake their way "
-    "through a week of hilarious gigs.",
-    "A grumpy mall Santa and a chatty elf team up to save Christmas, tripping over every gag.",
-    "An ex-cop fights his way through a hijacked skyscraper with a pistol and bare fists.",
-    "Two teenagers fall in love over one magical summer at the beach before college.",
-    "A family of talking dogs goes on a silly road trip to find their lost owner.",
-    "A special forces soldier leads a daring rescue behind enemy lines, with explosions and "
-    "car chases.",
-    "A shy baker and a charming florist fall for each other while planning a wedding.",
-    "A klutzy substitute teacher turns a class of troublemakers into a champion dance crew.",
-    "A getaway driver races through the city at night to escape ruthless bank robbers.",
-    "A widowed father finds romance again with his daughter's kind piano teacher.",
-    "Three roommates throw the wildest party of the year and then hunt for a missing goat.",
-    "A martial arts master avenges his brother in spectacular fights across Hong Kong.",
-    "Two rival chefs fall in love during a televised cooking competition in Paris.",
-    "A lazy office worker pretends to be a millionaire to impress his new neighbours.",
-    "A retired assassin comes back for one last job when gangsters steal his car.",
-    "A young princess escapes her palace for a day and falls for a journalist in Rome.",
-    "A talking parrot helps an awkward pet shop owner win back his ex-girlfriend.",
-    "A rogue pilot must stop a terrorist plot in a high-speed aerial battle.",
-    "A hopeless romantic writes love letters that end up in the wrong mailbox.",
-    "Two clumsy detectives go undercover at a high school prom and get everything wrong.",
-    "A mercenary battles through a jungle fortress to rescue kidnapped hostages.",
-    "A small-town girl and a famous singer fall in love after meeting at a diner.",
-    "A grandmother enters a skateboarding contest to prove she is still cool.",
-    "A bounty hunter chases a fugitive across the desert on motorcycles.",
-    # held out (the newest items)
-    "A matchmaker who has never been in love meets her match at a ballroom dance class.",
-    "A nervous groom loses the wedding rings in Las Vegas and must find them by sunrise.",
-    "An undercover agent infiltrates a drug cartel and escapes in a blazing shootout.",
-    "Two pen pals who have written for twenty years finally meet in New York and fall in love.",
-    "A pizza delivery guy is mistaken for a famous spy and bumbles his way through a gala.",
-    "A boxer trains for the fight of his life against the undefeated champion.",
-    "A goofy inventor's shrinking machine turns his kids tiny in the family garden.",
-    "Two strangers stuck in an airport during a snowstorm slowly fall in love.",
-)
+FAST_LORA = fast_lora(batch_size=8, max_steps=4, max_length=256)
 
 PRODUCTS = ("blender", "pair of headphones", "backpack", "coffee maker", "phone case",
             "desk lamp", "novel", "pair of running shoes")

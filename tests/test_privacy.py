@@ -17,13 +17,9 @@ import numpy as np
 import pytest
 from test_federation import FederationRun, sealed_federation, secagg_federation
 
-from oppu.shared.federation import (
-    QUANTIZATION_RANGE,
-    SECAGG,
-    TELEMETRY_ENV,
-    encode_stats,
-    flower_env,
-)
+from oppu.shared.federation.aggregation_modes import SECAGG
+from oppu.shared.federation.processes import TELEMETRY_ENV, flower_env
+from oppu.shared.federation.secagg_encoding import QUANTIZATION_RANGE, encode_stats
 
 pytestmark = pytest.mark.slow
 

@@ -27,10 +27,9 @@ def test_generated_code_is_current(tmp_path: Path):
 
 
 def test_generated_code_imports_under_the_oppu_package():
-    from oppu.shared.proto.v1 import base_store_pb2, base_store_pb2_grpc, metrics_pb2, round_pb2
+    from oppu.shared.proto.v1 import base_store_pb2, base_store_pb2_grpc, metrics_pb2
 
     assert base_store_pb2_grpc.BaseStoreStub
     assert base_store_pb2.SignedManifest.DESCRIPTOR.fields_by_name["listing"].message_type \
         .full_name == "oppu.v1.BaseManifest"
-    assert round_pb2.RoundConfig(labels=["a"], lr=1e-4).labels == ["a"]
     assert metrics_pb2.SealedMetrics(round=3).round == 3

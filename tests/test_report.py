@@ -138,8 +138,12 @@ def test_variant_display_follows_the_suites_grammar() -> None:
     assert variant_label("gpg-k1") == "GPG (k=1)"
     assert variant_label("oppu-pt-k3") == "OPPU prompt tuning (k=3)"
     assert variant_label("pooled-k1") == "Pooled adapter (k=1)"
-    for rejected in ("rag-ia3-k1", "rag-k0", "pag-oppu-ia3-k2"):  # the suite grammar says no
+    for rejected in ("rag-ia3-k1", "rag-k0", "pag-rag-k1", "oppu-pag-k1"):  # grammar says no
         assert (variant_group(rejected), variant_label(rejected)) == ("Other", rejected)
+    # A profile with a non-default PEFT method is a recipe `start --peft ia3 --profile pag`
+    # trains, so the grammar names it too.
+    assert variant_group("pag-oppu-ia3-k2") == "Profile + OPPU"
+    assert variant_label("pag-oppu-ia3-k2") == "PAG + OPPU IA3 (k=2)"
     # The default method and the explicitly named one are both listed, the explicit one after.
     assert ordered_names(["oppu-lora-k0", "oppu-k1", "oppu-k0"]) == [
         "oppu-k0", "oppu-lora-k0", "oppu-k1"]

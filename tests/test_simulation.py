@@ -21,7 +21,8 @@ from oppu.client.simulation import safe_name, suite_key, suite_variants
 from oppu.shared.block_metric import BlockMetric
 from oppu.shared.data import load_lamp, select_test_users, user_history
 from oppu.shared.data.cohort import LampCohort
-from oppu.shared.federation import RoundConfig, snap_whole
+from oppu.shared.federation.round_config import RoundConfig
+from oppu.shared.federation.secagg_encoding import snap_whole
 from oppu.shared.metrics import InputError, make_metric
 from oppu.simulations.quickstart import sample_dir
 

@@ -8,47 +8,29 @@ cut to a few steps of batch 4 (see tests/test_personalization.py for why lr 3e-3
 from __future__ import annotations
 
 import pytest
+from helpers import DYSTOPIA_MOVIES_SHORT as MOVIES
+from helpers import fast_lora
 
 from oppu.client.adapter_store import AdapterStore
 from oppu.shared.llm.training import TrainSettings
 from oppu.shared.metrics import make_metric
+from oppu.shared.personal.adapter_meta import history_labels
 from oppu.shared.personal.peft_methods import PeftSettings
-from oppu.shared.personal.pipeline import heldout_queries, history_labels
-from oppu.shared.personal.private_adapter import PersonalizeSettings
+from oppu.shared.personal.pipeline import heldout_queries
+from oppu.shared.personal.pipeline import run_variants as run_suite
+from oppu.shared.personal.recipe import PersonalizeSettings
 from oppu.shared.personal.suite import (
     PEFT_SUITE,
     TABLE1_SUITE,
-    Variant,
     parse_suite,
-    parse_variant,
-    run_suite,
     supported_variants,
 )
+from oppu.shared.personal.variants import Variant, parse_variant
 from oppu.shared.tasks import get_task
 from oppu.simulations import pooled
 
-SETTINGS = PersonalizeSettings(
-    peft=PeftSettings(method="lora", r=8, alpha=16),
-    train=TrainSettings(lr=3e-3, epochs=2, batch_size=4, max_steps=6, max_length=192),
-)
+SETTINGS = fast_lora(batch_size=4, max_steps=6, max_length=192)
 
-MOVIES = (
-    "Two bumbling best friends join a wedding band and fake their way through every gig.",
-    "An ex-cop fights his way through a hijacked skyscraper with bare fists.",
-    "Two teenagers fall in love over one magical summer at the beach.",
-    "A family of talking dogs goes on a silly road trip to find their owner.",
-    "A shy baker and a charming florist fall for each other planning a wedding.",
-    "A getaway driver races through the city at night to escape bank robbers.",
-    "Three roommates throw the wildest party of the year and lose a goat.",
-    "A martial arts master avenges his brother in fights across Hong Kong.",
-    "Two rival chefs fall in love during a cooking competition in Paris.",
-    "A retired assassin comes back for one last job when gangsters steal his car.",
-    # held out
-    "A nervous groom loses the wedding rings in Las Vegas and must find them by sunrise.",
-    "An undercover agent escapes a drug cartel in a blazing shootout.",
-    "Two strangers stuck in an airport during a snowstorm slowly fall in love.",
-    "A goofy inventor's shrinking machine turns his kids tiny in the garden.",
-)
 TRAIN = 10
 USER_VARIANTS = ("base-k0", "rag-k1", "random-k1", "majority", "top-bm25", "oppu-k0")
 
@@ -76,6 +58,8 @@ def _user(tag: str = "dystopia", movies=MOVIES, train: int = TRAIN):
     ("oppu-pt-k2", Variant("oppu-pt-k2", "oppu", 2, "none", "prompt_tuning")),
     ("pag-oppu-k1", Variant("pag-oppu-k1", "oppu", 1, "pag", "lora")),
     ("gpg-oppu-k0", Variant("gpg-oppu-k0", "oppu", 0, "gpg", "lora")),
+    # A profile with a non-default method: what `--peft ia3 --profile pag` trains.
+    ("pag-oppu-ia3-k0", Variant("pag-oppu-ia3-k0", "oppu", 0, "pag", "ia3")),
     ("pooled-k0", Variant("pooled-k0", "pooled", 0)),
     ("majority", Variant("majority", "majority")),
     ("top-bm25", Variant("top-bm25", "top-bm25")),
@@ -87,7 +71,7 @@ def test_variant_names_parse(name: str, expected: Variant) -> None:
 
 
 @pytest.mark.parametrize("name", ["rag-k0", "random-k0", "oppu-foo-k1", "kitten", "base-k1",
-                                  "rag-k01", "oppu-k", "pag-oppu-ia3-k0", "RAG-k1", ""])
+                                  "rag-k01", "oppu-k", "oppu-pag-k0", "RAG-k1", ""])
 def test_invalid_variant_names_are_rejected_by_name(name: str) -> None:
     with pytest.raises(ValueError, match="Valid forms") as err:
         parse_variant(name)
@@ -129,7 +113,7 @@ def test_unsupported_or_unready_variants_fail_before_any_work() -> None:
 
 def test_profiles_and_adapters_are_made_once_and_wired_per_variant(monkeypatch) -> None:
     """Stubbed model calls: which adapters train, with what, and which profile each sees."""
-    from oppu.shared.personal import suite
+    from oppu.shared.personal import user_run as suite
     from oppu.shared.personal.evaluation import EvalResult
 
     task, history, queries, labels = _user()
@@ -140,7 +124,8 @@ def test_profiles_and_adapters_are_made_once_and_wired_per_variant(monkeypatch) 
         profiles.append(mode)
         return None if mode == "none" else f"{mode} profile"
 
-    def fake_evaluate(model, tokenizer, task, queries, *, k, profile, labels, retrieval="bm25"):
+    def fake_evaluate(model, tokenizer, task, queries, *, k, profile, labels, retrieval="bm25",
+                      show_progress=False):
         evaluated.append((model, k, profile, retrieval))
         stats = metric.stats_for(["dystopia"] * len(queries), [q.gold for q in queries])
         return EvalResult(tuple(labels), stats, metric.compute(stats))
@@ -170,7 +155,7 @@ def test_profiles_and_adapters_are_made_once_and_wired_per_variant(monkeypatch) 
 
 @pytest.mark.slow
 def test_the_base_is_clean_when_a_variant_fails(base, monkeypatch) -> None:
-    from oppu.shared.personal import suite
+    from oppu.shared.personal import user_run as suite
 
     def broken(*args, **kwargs):
         raise RuntimeError("training failed")

@@ -18,9 +18,11 @@ from oppu.shared.errors import InputError, OppuError
 from oppu.shared.llm.inference import label_log_likelihoods
 from oppu.shared.llm.training import TrainSettings
 from oppu.shared.personal import pipeline as workflow
+from oppu.shared.personal import user_run
+from oppu.shared.personal.adapter_meta import history_labels, item_key
 from oppu.shared.personal.evaluation import evaluate_queries
 from oppu.shared.personal.peft_methods import PeftSettings
-from oppu.shared.personal.pipeline import heldout_queries, item_key, personalize_user
+from oppu.shared.personal.pipeline import heldout_queries, personalize_user
 from oppu.shared.personal.private_adapter import PersonalizeSettings, train_private_adapter
 from oppu.shared.tasks import get_task
 
@@ -115,14 +117,14 @@ def test_resume_trains_only_new_items_on_the_existing_adapter(
     weights_before = load_file(store.path("LaMP_3") / "adapter_model.safetensors")
 
     calls = []
-    real_train = workflow.train_private_adapter
+    real_train = user_run.train_private_adapter
 
     def spy(model, tokenizer, task, history, settings, **kwargs):
         start = {k: v.clone() for k, v in get_peft_model_state_dict(model).items()}
         calls.append((start, list(history)))
         return real_train(model, tokenizer, task, history, settings, **kwargs)
 
-    monkeypatch.setattr(workflow, "train_private_adapter", spy)
+    monkeypatch.setattr(user_run, "train_private_adapter", spy)
     second = _run(base, REVIEWS[:6], store, resume=True)
 
     assert second.report is not None and second.report.examples == 2
@@ -160,7 +162,7 @@ def test_saved_adapter_is_plain_peft_and_predicts_the_same(base, user_dir) -> No
     assert json.loads((path / "adapter_config.json").read_text())["peft_type"] == "LORA"
 
     train, heldout = history[:4], history[4:]
-    labels = workflow.history_labels(TASK, history)
+    labels = history_labels(TASK, history)
     queries = heldout_queries(TASK, train, heldout, labels)
     fresh, _, _ = load_base_model(base.source, device="cpu")
     plain = PeftModel.from_pretrained(fresh, path)  # no oppu code involved in loading

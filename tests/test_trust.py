@@ -34,21 +34,18 @@ from test_federation import (
 )
 
 from oppu.client.cli.join import auth_refusal, supernode_command
-from oppu.coordinator.federation import (
+from oppu.coordinator.coordinator import Coordinator
+from oppu.coordinator.enrollment import enroll_key, enrolled_keys, remove_key
+from oppu.coordinator.state import StateDir
+from oppu.coordinator.superlink import (
     CONNECTION,
-    Coordinator,
-    StateDir,
-    _flwr,
-    _json_tail,
-    enroll_key,
-    enrolled_keys,
     fab_signature_override,
-    remove_key,
+    flwr_cli,
+    json_tail,
     run_status,
     write_app,
 )
 from oppu.shared.errors import OppuError
-from oppu.shared.federation import RoundKey, RunKey, flower_env, free_port, launch, stop
 from oppu.shared.federation.fab_trust import (
     FAB_SIGNATURE_KEY,
     OPPU_COMPONENTS,
@@ -57,6 +54,7 @@ from oppu.shared.federation.fab_trust import (
     check_fab,
     sign_fab,
 )
+from oppu.shared.federation.keys import RoundKey, RunKey
 from oppu.shared.federation.node_auth import (
     check_node_key,
     fingerprint,
@@ -65,6 +63,7 @@ from oppu.shared.federation.node_auth import (
     node_key_path,
     read_public_key,
 )
+from oppu.shared.federation.processes import flower_env, free_port, launch, stop
 from oppu.shared.federation.signing import generate_signing_key, load_signing_key, public_key_path
 
 BIN = Path(sys.executable).parent
@@ -206,7 +205,7 @@ def test_the_coordinators_signed_fab_passes_and_survives_flowers_config_parser(s
 
 
 def test_component_names_match_the_coordinators():
-    from oppu.coordinator.federation import CLIENTAPP, SERVERAPP
+    from oppu.shared.federation.keys import CLIENTAPP, SERVERAPP
 
     assert OPPU_COMPONENTS == {"serverapp": SERVERAPP, "clientapp": CLIENTAPP}
 
@@ -408,7 +407,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory):
 def test_an_enrolled_supernode_is_admitted_and_others_are_refused(guarded):
     coordinator, root, nodes = guarded
     assert nodes["alice"].poll() is None, _log(root / "alice")[-2000:]
-    listed = _json_tail(_flwr(coordinator.state, "supernode", "list", CONNECTION,
+    listed = json_tail(flwr_cli(coordinator.state, "supernode", "list", CONNECTION,
                               "--format", "json"))["nodes"]
     assert [n["status"] for n in listed] == ["online"]  # alice only: nothing else registered
     for name in ("mallory", "keyless"):
@@ -449,12 +448,12 @@ def test_a_run_the_coordinator_did_not_sign_never_runs_there(guarded, tmp_path: 
                              coordinator.state.tls / "ca.pem")
     submitted = _flwr_as(home, "run", str(_evil_app(tmp_path, marker)), "x", "--format", "json")
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    run_id = str(_json_tail(submitted.stdout)["run-id"])
+    run_id = str(json_tail(submitted.stdout)["run-id"])
     status = _wait_for(lambda: (s := run_status(coordinator.state, run_id)).startswith(
         "finished") and s, 60, "the run to end")
     assert status == "finished:failed"
     assert not marker.with_suffix(".server").exists() and not marker.exists()
-    assert "FabRefused" in _flwr(coordinator.state, "log", run_id, CONNECTION, "--show")
+    assert "FabRefused" in flwr_cli(coordinator.state, "log", run_id, CONNECTION, "--show")
     assert nodes["alice"].poll() is None
 
 
@@ -501,7 +500,7 @@ def test_a_supernode_refuses_a_fab_with_code(hostile):
     marker = root / "pwned"
     node = _supernode(coordinator, root / "user")
     try:
-        submitted = _json_tail(_flwr(coordinator.state, "run", str(_evil_app(root, marker)),
+        submitted = json_tail(flwr_cli(coordinator.state, "run", str(_evil_app(root, marker)),
                                      CONNECTION, "--format", "json"))
         replies = _wait_for(lambda: marker.with_suffix(".replies").is_file()
                             and json.loads(marker.with_suffix(".replies").read_text()),

@@ -29,5 +29,16 @@ def main() -> None:
     app()
 
 
-# Each command lives in its own module and registers itself on ``app``.
-from oppu.client.cli import ask, join, keygen, train, validate  # noqa: E402, F401
+def _register_commands() -> None:
+    """Put each command (a plain function in its own module) on ``app``.
+
+    The modules do not import this package for ``app``, so it and they do not import each
+    other; ``train`` still registers itself on import (``@app.command()``), so it comes first.
+    """
+    from oppu.client.cli import ask, join, keygen, train, validate  # noqa: F401 (train)
+
+    for command in (ask.ask, join.join, keygen.keygen, validate.validate):
+        app.command()(command)
+
+
+_register_commands()

@@ -7,18 +7,17 @@ from typing import Annotated
 
 import typer
 
-from oppu.client.cli import app
 from oppu.client.cli.options import (
     BaseModelOpt,
     DataDirOpt,
     DeviceOpt,
-    KOpt,
     PassphraseEnvOpt,
     TaskOpt,
     UserOpt,
     adapter_store,
 )
 from oppu.shared.cli_support import friendly_errors, quiet_libraries
+from oppu.shared.personal.recipe_options import KOpt
 from oppu.shared.tasks import TaskSpec, get_task
 from oppu.shared.tasks.text import template_fields
 
@@ -32,7 +31,6 @@ def query_input_for(spec: TaskSpec, text: str, labels: tuple[str, ...] | None) -
     return spec.query_from_item({**item, spec.target_field: ""}, labels=labels)[0]
 
 
-@app.command()
 @friendly_errors
 def ask(
     query: Annotated[str, typer.Argument(help="Your query: plain text or a full task input.")],

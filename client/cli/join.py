@@ -18,18 +18,12 @@ from typing import Annotated
 
 import typer
 
-from oppu.client.cli import app
 from oppu.client.cli.options import DataDirOpt, DeviceOpt, UserOpt
 from oppu.shared.cli_support import console, friendly_errors, stop_cleanly_on_sigterm
 from oppu.shared.errors import OppuError
-from oppu.shared.federation import (
-    NodeKey,
-    flower_env,
-    free_port,
-    launch,
-    node_config_arg,
-    stop,
-)
+from oppu.shared.federation.keys import NodeConfigKey
+from oppu.shared.federation.node_config import node_config_arg
+from oppu.shared.federation.processes import flower_env, free_port, launch, stop
 from oppu.shared.paths import user_dir
 
 AUTH_REFUSED_MARKERS = ("[code: 2004] Failed to activate SuperNode",
@@ -60,16 +54,16 @@ def supernode_command(coordinator: str, *, history: Path, data_dir: Path, port: 
     if insecure and auth_key is not None:
         raise OppuError("SuperNode authentication needs TLS: drop --insecure, or join "
                         "with --no-node-auth.")
-    node: dict[str, str | bool] = {NodeKey.HISTORY_PATH: str(history.resolve()),
-                                   NodeKey.DATA_DIR: str(data_dir.resolve()),
-                                   NodeKey.DEVICE: device}
+    node: dict[str, str | bool] = {NodeConfigKey.HISTORY_PATH: str(history.resolve()),
+                                   NodeConfigKey.DATA_DIR: str(data_dir.resolve()),
+                                   NodeConfigKey.DEVICE: device}
     if insecure:
-        node[NodeKey.INSECURE] = True
-    optional = {NodeKey.CA_PATH: ca, NodeKey.COORDINATOR_KEY: coordinator_key,
-                NodeKey.BASE_CACHE: base_cache, NodeKey.AUDIT_LOG: audit_log}
+        node[NodeConfigKey.INSECURE] = True
+    optional = {NodeConfigKey.CA_PATH: ca, NodeConfigKey.COORDINATOR_KEY: coordinator_key,
+                NodeConfigKey.BASE_CACHE: base_cache, NodeConfigKey.AUDIT_LOG: audit_log}
     node.update({key: str(Path(value).resolve()) for key, value in optional.items() if value})
     if base_store:
-        node[NodeKey.BASE_ADDRESS] = base_store
+        node[NodeConfigKey.BASE_ADDRESS] = base_store
     args = ["--superlink", coordinator, "--port", str(port),
             "--node-config", node_config_arg(node)]
     if auth_key is not None:
@@ -95,7 +89,6 @@ def auth_refusal(log_text: str) -> str | None:
     return None
 
 
-@app.command()
 @friendly_errors
 def join(
     history: Annotated[Path, typer.Option("--history", help="Your history (JSONL); stays here.")],

@@ -11,13 +11,11 @@ from typing import Annotated
 
 import typer
 
-from oppu.client.cli import app
 from oppu.client.cli.options import DataDirOpt, UserOpt
 from oppu.shared.cli_support import console, friendly_errors
 from oppu.shared.paths import user_dir
 
 
-@app.command()
 @friendly_errors
 def keygen(
     user: UserOpt = "default",

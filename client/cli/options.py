@@ -37,13 +37,7 @@ PassphraseEnvOpt = Annotated[
         "encrypted at rest (the passphrase itself never goes on the command line).",
     ),
 ]
-ProfileOpt = Annotated[
-    str,
-    typer.Option("--profile", help="Generated user profile in prompts: none, pag or gpg."),
-]
-KOpt = Annotated[
-    int, typer.Option("--k", min=0, help="History items retrieved (BM25) into each prompt.")
-]
+
 
 
 def adapter_store(

@@ -12,9 +12,7 @@ from oppu.client.cli.options import (
     BaseModelOpt,
     DataDirOpt,
     DeviceOpt,
-    KOpt,
     PassphraseEnvOpt,
-    ProfileOpt,
     TaskOpt,
     UserOpt,
     adapter_store,
@@ -22,10 +20,21 @@ from oppu.client.cli.options import (
 from oppu.client.cli.report import print_outcome
 from oppu.shared.cli_support import console, friendly_errors, quiet_libraries
 from oppu.shared.data import read_history
-from oppu.shared.llm.training import TrainSettings
-from oppu.shared.personal.peft_methods import PEFT_METHODS, PeftSettings
 from oppu.shared.personal.pipeline import personalize_user
-from oppu.shared.personal.private_adapter import PersonalizeSettings
+from oppu.shared.personal.recipe import recipe_from_options
+from oppu.shared.personal.recipe_options import (
+    BatchSizeOpt,
+    EpochsOpt,
+    HoldoutOpt,
+    KOpt,
+    LoraAlphaOpt,
+    LoraROpt,
+    LrOpt,
+    MaxStepsOpt,
+    PeftOpt,
+    ProfileOpt,
+    SeedOpt,
+)
 from oppu.shared.tasks import get_task
 
 
@@ -38,18 +47,18 @@ def train(
     user: UserOpt = "default",
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
-    peft: Annotated[
-        str, typer.Option("--peft", help=f"Private module: {', '.join(PEFT_METHODS)}.")
-    ] = "lora",
+    peft: PeftOpt = "lora",
+    lora_r: LoraROpt = 8,
+    lora_alpha: LoraAlphaOpt = 8,
     k: KOpt = 0,
     profile: ProfileOpt = "none",
     passphrase_env: PassphraseEnvOpt = None,
-    epochs: Annotated[int | None, typer.Option(help="Default: the task's (3 or 2).")] = None,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-4,
-    batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 8,
-    holdout: Annotated[
-        float, typer.Option(help="Newest share of your history kept aside to evaluate on.")
-    ] = 0.2,
+    epochs: EpochsOpt = 0,
+    lr: LrOpt = 1e-4,
+    batch_size: BatchSizeOpt = 8,
+    max_steps: MaxStepsOpt = 0,
+    seed: SeedOpt = 0,
+    holdout: HoldoutOpt = 0.2,
     resume: Annotated[
         bool, typer.Option("--continue", help="Continue your adapter on new history items.")
     ] = False,
@@ -58,12 +67,9 @@ def train(
     quiet_libraries()
     spec = get_task(task)
     items = read_history(history, spec)
-    settings = PersonalizeSettings(
-        peft=PeftSettings(method=peft),
-        train=TrainSettings(lr=lr, epochs=epochs, batch_size=batch_size),
-        k=k,
-        profile=profile,
-    )
+    settings = recipe_from_options(peft=peft, lora_r=lora_r, lora_alpha=lora_alpha, lr=lr,
+                                   epochs=epochs, batch_size=batch_size, max_steps=max_steps,
+                                   seed=seed, k=k, profile=profile)
     store = adapter_store(user, data_dir, passphrase_env)
     if resume and store.exists(spec.name) and base_model is None:
         base_model = store.metadata(spec.name).get("base_model") or None
@@ -74,6 +80,6 @@ def train(
     console.print(f"{len(items)} history items, task {spec.name}, {peft} on {plan.device}.")
     outcome = personalize_user(
         model, tokenizer, spec, items, settings, store=store,
-        base_source=base_model or "embedded", holdout=holdout, eval_k=k, resume=resume,
+        base_source=base_model or "embedded", holdout=holdout, resume=resume,
     )
     print_outcome(outcome)

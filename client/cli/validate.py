@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from oppu.client.cli import app
 from oppu.shared.data.history import check_history
 from oppu.shared.errors import OppuError, Problem
 
@@ -28,7 +27,6 @@ def _show(console: Console, title: str, style: str, problems: list[Problem]) -> 
         console.print(f"  ... and {len(problems) - MAX_SHOWN} more", markup=False)
 
 
-@app.command()
 def validate(
     history: Annotated[
         Path,

@@ -8,14 +8,12 @@ from typing import Annotated
 import typer
 
 from oppu.coordinator.adapt import VARIANTS, AdaptSettings, adapt_base, adaptation_examples
-from oppu.coordinator.cli import app
 from oppu.shared.cli_support import console, friendly_errors, quiet_libraries
 from oppu.shared.data import base_users, load_lamp
 from oppu.shared.llm.training import TrainSettings
 from oppu.shared.paths import oppu_home
 
 
-@app.command()
 @friendly_errors
 def adapt(
     data: Annotated[Path, typer.Option("--data", help="A LaMP directory (questions/outputs).")],

@@ -16,21 +16,14 @@ from typing import Annotated
 
 import typer
 
-from oppu.coordinator.cli import app
-from oppu.coordinator.federation import (
-    StateDir,
-    enroll_key,
-    enrolled_keys,
-    remove_key,
-    superlink_running,
-    sync_registrations,
-)
+from oppu.coordinator.enrollment import enroll_key, enrolled_keys, remove_key, sync_registrations
+from oppu.coordinator.state import StateDir
+from oppu.coordinator.superlink import superlink_running
 from oppu.shared.cli_support import console, friendly_errors
 from oppu.shared.errors import OppuError
 from oppu.shared.paths import oppu_home
 
 
-@app.command()
 @friendly_errors
 def enroll(
     public_key: Annotated[Path | None, typer.Argument(

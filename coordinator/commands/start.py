@@ -8,16 +8,34 @@ from typing import Annotated
 import typer
 
 from oppu.coordinator.cli import app
-from oppu.coordinator.federation import (
-    DEFAULT_BASE_PORT,
-    DEFAULT_SUPERLINK_PORT,
-    Coordinator,
-    format_table,
-)
+from oppu.coordinator.coordinator import DEFAULT_BASE_PORT, DEFAULT_SUPERLINK_PORT, Coordinator
+from oppu.coordinator.results import format_table
 from oppu.shared.cli_support import console, friendly_errors, stop_cleanly_on_sigterm
-from oppu.shared.federation import AGGREGATIONS, AUTO, RoundKey, RunKey
+from oppu.shared.errors import ConfigError
+from oppu.shared.federation.aggregation_modes import AGGREGATIONS, AUTO
+from oppu.shared.federation.keys import DEFAULT_ROUND_TIMEOUT, RoundKey, RunKey
+from oppu.shared.federation.round_config import (
+    RoundConfig,
+    recipe_entries,
+    run_config_overrides,
+)
 from oppu.shared.federation.tls import CA_CERT
 from oppu.shared.paths import oppu_home
+from oppu.shared.personal.recipe import PersonalizeSettings, recipe_from_options
+from oppu.shared.personal.recipe_options import (
+    BatchSizeOpt,
+    EpochsOpt,
+    HoldoutOpt,
+    KOpt,
+    LoraAlphaOpt,
+    LoraROpt,
+    LrOpt,
+    MaxStepsOpt,
+    PeftOpt,
+    ProfileOpt,
+    SeedOpt,
+)
+from oppu.shared.tasks import get_task
 
 
 @app.command()
@@ -46,32 +64,30 @@ def start(
     node_auth: Annotated[bool | None, typer.Option(
         "--node-auth/--no-node-auth", help="Admit only SuperNodes whose keys were enrolled "
         "(`oppu-coordinator enroll`). Default: on, off with --insecure.")] = None,
-    peft: Annotated[str, typer.Option(help="Private module: lora, prompt_tuning, ia3.")
-    ] = "lora",
-    lora_r: Annotated[int, typer.Option(min=1, help="LoRA rank.")] = 8,
-    lora_alpha: Annotated[int, typer.Option(min=1, help="LoRA alpha.")] = 8,
-    k: Annotated[int, typer.Option(min=0, help="Retrieved history items per prompt.")] = 0,
-    profile: Annotated[str, typer.Option(help="User profile: none, pag or gpg.")] = "none",
-    epochs: Annotated[int, typer.Option(min=0, help="0: the task's default.")] = 0,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-4,
-    batch_size: Annotated[int, typer.Option(min=1, help="Examples per step.")] = 8,
-    max_steps: Annotated[int, typer.Option(min=0, help="Cap on steps (0: none).")] = 0,
-    holdout: Annotated[float, typer.Option(
-        help="Newest share (<1) or count (>=1) of each history to evaluate on.")] = 0.2,
+    peft: PeftOpt = "lora",
+    lora_r: LoraROpt = 8,
+    lora_alpha: LoraAlphaOpt = 8,
+    k: KOpt = 0,
+    profile: ProfileOpt = "none",
+    epochs: EpochsOpt = 0,
+    lr: LrOpt = 1e-4,
+    batch_size: BatchSizeOpt = 8,
+    max_steps: MaxStepsOpt = 0,
+    seed: SeedOpt = 0,
+    holdout: HoldoutOpt = 0.2,
     stat_bound: Annotated[float, typer.Option(
         help="Largest statistic one client may report (SecAgg+ scaling).")] = 4096.0,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for clients and replies.")
-    ] = 3600.0,
+    ] = DEFAULT_ROUND_TIMEOUT,
 ) -> None:
     """Start the SuperLink and BaseStore, run one round, print the cohort's metrics."""
     state = state_dir if state_dir is not None else oppu_home() / "coordinator"
-    run_config = {
-        RunKey.MIN_CLIENTS: min_clients, RunKey.AGGREGATION: aggregation,
-        RunKey.TIMEOUT: timeout, RoundKey.TASK: task, RoundKey.PEFT_METHOD: peft,
-        RoundKey.K: k, RoundKey.PROFILE_MODE: profile, RoundKey.EPOCHS: epochs,
-        RoundKey.LR: lr, RoundKey.MAX_STEPS: max_steps, RoundKey.HOLDOUT: holdout,
-        RoundKey.STAT_BOUND: stat_bound,
-    }
+    recipe = recipe_from_options(peft=peft, lora_r=lora_r, lora_alpha=lora_alpha, lr=lr,
+                                 epochs=epochs, batch_size=batch_size, max_steps=max_steps,
+                                 seed=seed, k=k, profile=profile)
+    run_config = round_run_config(task=task, recipe=recipe, min_clients=min_clients,
+                                  aggregation=aggregation, timeout=timeout, holdout=holdout,
+                                  stat_bound=stat_bound)
     stop_cleanly_on_sigterm()
     coordinator = Coordinator(state, base, host=host, public_host=public_host, port=port,
                               base_port=base_port, insecure=insecure, node_auth=node_auth)
@@ -89,9 +105,25 @@ def start(
     console.print(f"Results: {coordinator.state.result_path(result.run_id)}")
 
 
+def round_run_config(*, task: str, recipe: PersonalizeSettings, min_clients: int,
+                     aggregation: str, timeout: float, holdout: float,
+                     stat_bound: float) -> dict[str, object]:
+    """The run config of a round, checked as a client will read it before anything starts
+    (a bad value is refused here, naming its key, not after clients trained)."""
+    run_config: dict[str, object] = {
+        RunKey.MIN_CLIENTS: min_clients, RunKey.AGGREGATION: aggregation,
+        RunKey.TIMEOUT: timeout, RoundKey.TASK: get_task(task).name, RoundKey.HOLDOUT: holdout,
+        RoundKey.STAT_BOUND: stat_bound, **recipe_entries(recipe)}
+    if aggregation not in AGGREGATIONS:
+        raise ConfigError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got "
+                          f"{aggregation!r}.")
+    RoundConfig(**run_config_overrides(run_config))
+    return run_config
+
+
 def join_instructions(coordinator: Coordinator) -> str:
     """What to hand each client (files to copy, the command) and how to enroll its key."""
-    from oppu.coordinator.federation import enrolled_keys
+    from oppu.coordinator.enrollment import enrolled_keys
     from oppu.shared.federation.signing import public_key_path
 
     state = coordinator.state

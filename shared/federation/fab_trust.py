@@ -44,6 +44,7 @@ from pathlib import Path
 import tomllib
 
 from oppu.shared.errors import OppuError
+from oppu.shared.federation.keys import CLIENTAPP, SERVERAPP
 from oppu.shared.federation.signing import PublicKeyLike, SignatureError, verify
 
 FAB_SIGNATURE_KEY = "oppu-fab-signature"
@@ -53,8 +54,7 @@ FAB_EXPIRES_KEY = "oppu-fab-expires"
 SIGNATURE_CONTEXT = b"oppu-fab-signature-v1\n"
 """Signed bytes are this prefix + sha256(FAB), so the key signs nothing else by accident."""
 ALLOWED_FILES = frozenset({"pyproject.toml", ".info/CONTENT"})
-OPPU_COMPONENTS = {"serverapp": "oppu.coordinator.server_app:app",
-                   "clientapp": "oppu.client.client_app:app"}
+OPPU_COMPONENTS = {"serverapp": SERVERAPP, "clientapp": CLIENTAPP}
 GATE_ENV = "OPPU_FAB_GATE"
 """Set to ``1`` in every process below a gated SuperLink/SuperNode."""
 TRUSTED_KEY_ENV = "OPPU_FAB_TRUSTED_KEY"

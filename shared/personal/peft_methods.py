@@ -1,6 +1,8 @@
 """PEFT-method registry: the private module each user trains (LoRA, prompt tuning, IA3).
 
-peft (and with it torch) is imported only when a config is built, so CLIs start fast.
+Every list of methods (variant names such as ``oppu-ia3-k0``, report labels, figures, CLI
+help) reads this registry, so a new method is one ``register_peft_method`` call. peft (and
+with it torch) is imported only when a config is built, so CLIs start fast.
 """
 
 from __future__ import annotations
@@ -14,10 +16,39 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class PeftMethod:
+    """One kind of private module: its registry name, its short name in variant names
+    (``oppu-<short>-kJ``), how reports label it, and how its peft config is built."""
+
+    name: str
+    short: str
+    label: str
+    build: Callable[[PeftSettings], PeftConfig]
+
+
+PEFT_METHODS: dict[str, PeftMethod] = {}
+"""Registry name -> method, in registration order (the default, LoRA, first)."""
+
+
+def register_peft_method(method: PeftMethod) -> PeftMethod:
+    """Add a method; names and short names must be new (a clash would make names ambiguous)."""
+    if method.name in PEFT_METHODS or method.short in short_names():
+        raise ValueError(f"PEFT method {method.name!r} (short {method.short!r}) is already "
+                         "registered.")
+    PEFT_METHODS[method.name] = method
+    return method
+
+
+def short_names() -> dict[str, str]:
+    """Short name (as in variant names) -> registry name."""
+    return {m.short: m.name for m in PEFT_METHODS.values()}
+
+
+@dataclass(frozen=True)
 class PeftSettings:
     """Hyperparameters of the private module; defaults follow the OPPU reference."""
 
-    method: str = field(default="lora", metadata={"help": "lora, prompt_tuning or ia3."})
+    method: str = field(default="lora", metadata={"help": "A registered PEFT method."})
     r: int = field(default=8, metadata={"help": "LoRA rank."})
     alpha: int = field(default=8, metadata={"help": "LoRA alpha."})
     dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
@@ -39,7 +70,7 @@ class PeftSettings:
             raise ValueError("num_virtual_tokens must be >= 1.")
 
     def to_peft_config(self) -> PeftConfig:
-        return PEFT_METHODS[self.method](self)
+        return PEFT_METHODS[self.method].build(self)
 
 
 def _lora(s: PeftSettings) -> PeftConfig:
@@ -71,8 +102,6 @@ def _ia3(s: PeftSettings) -> PeftConfig:
     )
 
 
-PEFT_METHODS: dict[str, Callable[[PeftSettings], PeftConfig]] = {
-    "lora": _lora,
-    "prompt_tuning": _prompt_tuning,
-    "ia3": _ia3,
-}
+register_peft_method(PeftMethod("lora", "lora", "LoRA", _lora))
+register_peft_method(PeftMethod("ia3", "ia3", "IA3", _ia3))
+register_peft_method(PeftMethod("prompt_tuning", "pt", "prompt tuning", _prompt_tuning))

@@ -1,92 +1,58 @@
-"""One user's whole local job: split history, train the private adapter, evaluate, save.
+"""The one per-user pipeline: train, evaluate, save and detach for any list of variants.
 
-Used by ``oppu-client train`` and by the Flower ClientApp alike, so both do the same thing.
-Everything here stays on the user's machine; only ``EvalResult.stats`` is ever shared.
+``run_variants`` is the whole local job of one user, whoever asks: a simulated LaMP test
+user, a deployed client's round (an ordinary round is the one-variant case: the recipe's own
+personal variant) or ``oppu-client train`` (``personalize_user``: the recipe's variant and the
+same prompts without the adapter, on the newest items held out). Everything here stays on the
+user's machine; only the statistics of ``VariantsOutcome.vector`` may be shared.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from oppu.client.adapter_store import AdapterStore
 from oppu.shared.data import split_history
 from oppu.shared.llm.training import TrainReport
-from oppu.shared.personal.evaluation import EvalQuery, EvalResult, evaluate_queries
-from oppu.shared.personal.private_adapter import (
-    PersonalizeSettings,
-    attach_fresh_adapter,
-    detach_adapter,
-    train_private_adapter,
-)
-from oppu.shared.personal.profiles import ProfileCache, build_profile
+from oppu.shared.metrics import MetricSpec
+from oppu.shared.personal.adapter_meta import history_labels
+from oppu.shared.personal.evaluation import EvalQuery, EvalResult
+from oppu.shared.personal.recipe import PersonalizeSettings
+from oppu.shared.personal.suite import check_suite, parse_suite
+from oppu.shared.personal.user_run import AdapterSink, UserRun
+from oppu.shared.personal.variants import FAMILIES, Variant, parse_variant
+from oppu.shared.personal.variants.oppu import personal_variant_name
 from oppu.shared.tasks import TaskSpec
 
 
 @dataclass
-class Outcome:
-    """What a local personalization run did; ``personal.stats`` is the shareable part."""
+class VariantsOutcome:
+    """One user's results per variant; only ``vector`` (summed stats) is ever shared."""
 
-    task: str
+    results: dict[str, EvalResult]
+    seconds: dict[str, float]
+    adapters: dict[str, str]
+    reports: dict[str, TrainReport | None]
     train_items: int
-    evaluated_queries: int
-    report: TrainReport | None
-    baseline: EvalResult | None
-    personal: EvalResult | None
-    adapter_path: str | None
-    seconds: float
+    queries: int
+
+    def vector(self, metric: MetricSpec) -> list[float]:
+        """Every variant's statistics side by side, in suite order (the secure-sum input)."""
+        return [x for result in self.results.values() for x in metric.to_vector(result.stats)]
 
 
-def item_key(item: Mapping) -> str:
-    """A stable fingerprint of an item, to know which history an adapter has seen."""
-    return hashlib.sha256(json.dumps(item, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def personal_variant(recipe: PersonalizeSettings) -> Variant:
+    """The variant a recipe trains (``oppu-k1``, ``pag-oppu-k0``, ``oppu-ia3-k0``, ...)."""
+    return parse_variant(personal_variant_name(recipe.peft.method, recipe.k, recipe.profile))
 
 
-def adapter_metadata(task: TaskSpec, settings: PersonalizeSettings, *, base_model: str,
-                     peft: str, profile: str | None, labels: Sequence[str] | None,
-                     item_keys: set[str], history_items: int, **extra: object) -> dict:
-    """What a saved adapter records: enough to reload it, continue it, and explain it."""
-    return {
-        "task": task.name,
-        **extra,
-        "base_model": base_model,
-        "peft": peft,
-        "k": settings.k,
-        "profile": settings.profile,
-        "profile_text": profile,
-        "labels": list(labels) if labels else None,
-        "train": settings.train.to_dict(),
-        "trained_item_keys": sorted(item_keys),
-        "history_items": history_items,
-        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-
-
-def history_labels(task: TaskSpec, history: Sequence[Mapping]) -> tuple[str, ...] | None:
-    """The task's labels plus any the user's own history uses (their label universe)."""
-    if not task.labels or task.target_field is None:
-        return None
-    seen = dict.fromkeys(task.labels)
-    for item in history:
-        seen.setdefault(str(item.get(task.target_field, "")).strip())
-    seen.pop("", None)
-    return tuple(seen)
-
-
-def user_profile(model, tokenizer, task: TaskSpec, history: Sequence[Mapping], mode: str,
-                 store: AdapterStore | None) -> str | None:
-    """The user's generated profile (cached beside their adapters), or None when off.
-
-    Built from the training items only, so held-out answers never leak into it.
-    """
-    if mode == "none" or not history:
-        return None
-    if store is None:
-        return build_profile(model, tokenizer, task, history, mode=mode)
-    return ProfileCache(store.root).get_or_build(model, tokenizer, task, history, mode=mode)
+def baseline_variant(recipe: PersonalizeSettings) -> Variant:
+    """The same prompts without the adapter: ``base-k0``, ``rag-kJ`` or ``pag-kJ``/``gpg-kJ``."""
+    if recipe.profile != "none":
+        return parse_variant(f"{recipe.profile}-k{recipe.k}")
+    return parse_variant(f"rag-k{recipe.k}" if recipe.k else "base-k0")
 
 
 def heldout_queries(
@@ -104,6 +70,73 @@ def heldout_queries(
     return queries
 
 
+def run_variants(
+    model,
+    tokenizer,
+    task: TaskSpec,
+    history: Sequence[Mapping],
+    queries: Sequence[EvalQuery],
+    variants: str | Sequence[str | Variant],
+    recipe: PersonalizeSettings,
+    *,
+    labels: Sequence[str] | None = None,
+    store: AdapterSink | None = None,
+    pooled_adapter: Path | None = None,
+    primary: str | None = None,
+    resume: bool = False,
+    base_source: str = "",
+    show_progress: bool = False,
+) -> VariantsOutcome:
+    """Evaluate one user's ``queries`` under every variant, in order.
+
+    ``history`` holds the training items; ``recipe`` is the private-adapter recipe (each
+    variant sets its PEFT method, k and profile). One adapter is trained per distinct
+    (method, k, profile); ``seconds`` counts it on the first variant using it. The adapter
+    of the ``primary`` variant is saved as the user's own adapter for the task (the one
+    ``ask`` uses), the others as ``<task>.<variant>``; with ``resume`` an existing one is
+    continued on the items it has not seen. ``model`` is the frozen base and is clean again
+    after every variant, even when one fails. ``labels`` defaults to the task's plus those the
+    history uses; pass the cohort's so that every user's ``vector`` has the same layout.
+    """
+    from tqdm.auto import tqdm
+
+    suite = parse_suite(variants)
+    check_suite(task, suite, history, pooled_adapter)
+    if labels is None:
+        labels = history_labels(task, history)
+    run = UserRun(model, tokenizer, task, list(history), list(queries), recipe,
+                  tuple(labels) if labels is not None else None, store,
+                  Path(pooled_adapter) if pooled_adapter is not None else None,
+                  adapter_name=lambda v: task.name if v.name == primary else
+                  f"{task.name}.{v.name}",
+                  resume=resume, base_source=base_source, show_progress=show_progress)
+    results: dict[str, EvalResult] = {}
+    seconds: dict[str, float] = {}
+    bar = tqdm(suite, desc="variants", unit="variant", disable=not show_progress, leave=False)
+    for variant in bar:
+        bar.set_postfix_str(variant.name)
+        start = time.perf_counter()
+        results[variant.name] = FAMILIES[variant.family].evaluate(run, variant)
+        seconds[variant.name] = time.perf_counter() - start
+    reports = {v.name: run.trained[v.adapter_key].report for v in suite if v.trains}
+    return VariantsOutcome(results, seconds, dict(run.adapters), reports, len(history),
+                           len(queries))
+
+
+@dataclass
+class Outcome:
+    """What ``personalize_user`` did; ``personal.stats`` is the shareable part."""
+
+    task: str
+    train_items: int
+    evaluated_queries: int
+    report: TrainReport | None
+    baseline: EvalResult | None
+    personal: EvalResult | None
+    adapter_path: str | None
+    seconds: float
+
+
 def personalize_user(
     model,
     tokenizer,
@@ -111,10 +144,9 @@ def personalize_user(
     history: Sequence[Mapping],
     settings: PersonalizeSettings,
     *,
-    store: AdapterStore | None = None,
+    store: AdapterSink | None = None,
     base_source: str = "",
     holdout: float | int = 0.2,
-    eval_k: int = 0,
     evaluate_baseline: bool = True,
     resume: bool = False,
     labels: Sequence[str] | None = None,
@@ -123,10 +155,10 @@ def personalize_user(
 ) -> Outcome:
     """Train (or continue) this user's adapter on their history and evaluate it locally.
 
-    ``model`` is the frozen base; it is returned to that state (adapter unloaded) at the end,
-    so one loaded base serves many users in a long-lived process. ``labels`` defaults to
-    the task's labels plus those the history uses. Given ``queries`` (e.g. LaMP test
-    queries) the whole history trains and those are evaluated instead of a held-out split.
+    The recipe's personal variant, and (``evaluate_baseline``) the same prompts without the
+    adapter, through ``run_variants``. ``labels`` defaults to the task's labels plus those the
+    history uses. Given ``queries`` (e.g. LaMP test queries) the whole history trains and
+    those are evaluated instead of a held-out split.
     """
     if not history:
         raise ValueError("This user's history is empty: there is nothing to personalize on "
@@ -140,38 +172,14 @@ def personalize_user(
     else:
         train, heldout = split_history(history, holdout)
         queries = heldout_queries(task, train, heldout, labels)
-    baseline = None
-    profile = user_profile(model, tokenizer, task, train, settings.profile, store)
+    personal = personal_variant(settings)
+    variants = [personal]
     if evaluate_baseline and queries:
-        baseline = evaluate_queries(model, tokenizer, task, queries, k=eval_k, labels=labels,
-                                    profile=profile, show_progress=show_progress)
-    seen: set[str] = set()
-    if resume and store is not None and store.exists(task.name):
-        seen = set(store.metadata(task.name).get("trained_item_keys", []))
-        peft_model = store.load(model, task.name, trainable=True)
-    else:
-        peft_model = attach_fresh_adapter(model, settings.peft, seed=settings.train.seed)
-    new_items = [item for item in train if item_key(item) not in seen]
-    try:
-        report = None
-        if new_items:
-            report = train_private_adapter(peft_model, tokenizer, task, new_items, settings,
-                                           labels=labels, profile=profile,
-                                           show_progress=show_progress)
-        personal = None
-        if queries:
-            personal = evaluate_queries(peft_model, tokenizer, task, queries, k=eval_k,
-                                        labels=labels, profile=profile,
-                                        show_progress=show_progress)
-        adapter_path = None
-        if store is not None and report is not None:
-            adapter_path = str(store.save(peft_model, task.name, adapter_metadata(
-                task, settings, base_model=base_source,
-                peft=str(peft_model.active_peft_config.peft_type.value).lower(),
-                profile=profile, labels=labels,
-                item_keys=seen | {item_key(i) for i in new_items},
-                history_items=len(seen) + len(new_items))))
-    finally:
-        detach_adapter(peft_model)  # the base is clean again for the next user or query
-    return Outcome(task.name, len(train), len(queries), report, baseline, personal,
-                   adapter_path, time.perf_counter() - start)
+        variants.insert(0, baseline_variant(settings))
+    outcome = run_variants(model, tokenizer, task, train, queries, variants, settings,
+                           labels=labels, store=store, primary=personal.name, resume=resume,
+                           base_source=base_source, show_progress=show_progress)
+    baseline = outcome.results[variants[0].name] if len(variants) > 1 else None
+    return Outcome(task.name, len(train), len(queries), outcome.reports[personal.name],
+                   baseline, outcome.results[personal.name] if queries else None,
+                   outcome.adapters.get(personal.name), time.perf_counter() - start)

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 
 from oppu.shared.llm.batching import tokenize_example
 from oppu.shared.llm.inference import is_prompt_learning
 from oppu.shared.llm.training import TrainReport, TrainSettings, train_loop
 from oppu.shared.personal.peft_methods import PeftSettings
+from oppu.shared.personal.recipe import PersonalizeSettings
 from oppu.shared.retrieval import HistoryIndex
 from oppu.shared.tasks import Example, TaskSpec
-
-PROFILE_MODES = ("none", "pag", "gpg")
-
-
-@dataclass(frozen=True)
-class PersonalizeSettings:
-    """The private module, its training recipe, and the non-parametric knowledge used with it:
-    top-k retrieved history items and an optional generated profile (PAG or GPG)."""
-
-    peft: PeftSettings = field(default_factory=PeftSettings)
-    train: TrainSettings = field(default_factory=TrainSettings)
-    k: int = 0
-    profile: str = "none"
-
-    def __post_init__(self) -> None:
-        if self.k < 0:
-            raise ValueError(f"k (retrieved history items) must be >= 0 (got {self.k}).")
-        if self.profile not in PROFILE_MODES:
-            raise ValueError(f"profile must be one of {PROFILE_MODES} (got {self.profile!r}).")
 
 
 def training_examples(
@@ -67,6 +49,17 @@ def attach_fresh_adapter(base_model, peft: PeftSettings, *, seed: int = 0):
     return get_peft_model(base_model, peft.to_peft_config())
 
 
+@contextlib.contextmanager
+def fresh_adapter(base_model, peft: PeftSettings, *, seed: int = 0) -> Iterator:
+    """A fresh private module for the ``with`` block; the base is clean again after it,
+    even when training fails (one loaded base serves many users in a long-lived process)."""
+    peft_model = attach_fresh_adapter(base_model, peft, seed=seed)
+    try:
+        yield peft_model
+    finally:
+        detach_adapter(peft_model)
+
+
 def train_private_adapter(
     model,
     tokenizer,
@@ -83,24 +76,18 @@ def train_private_adapter(
     if not history:
         raise ValueError("This user's history is empty: there is nothing to personalize on.")
     examples = training_examples(task, history, settings.k, labels, profile)
-    return train_on_examples(model, tokenizer, task, examples, settings,
+    return train_on_examples(model, tokenizer, examples, settings.train,
+                             epochs=settings.train.epochs or task.epochs,
                              show_progress=show_progress, description=description)
 
 
-def train_on_examples(model, tokenizer, task: TaskSpec, examples: Sequence[Example],
-                      settings: PersonalizeSettings, *, show_progress: bool = True,
+def train_on_examples(model, tokenizer, examples: Sequence[Example], train: TrainSettings, *,
+                      epochs: int, show_progress: bool = True,
                       description: str = "personalizing") -> TrainReport:
-    """The recipe itself: tokenize, then train for the settings' (or the task's) epochs."""
-    tokenized = [tokenize_example(tokenizer, ex, settings.train.max_length) for ex in examples]
-    return train_loop(
-        model,
-        tokenized,
-        settings.train,
-        epochs=settings.train.epochs or task.epochs,
-        pad_id=tokenizer.pad_token_id,
-        description=description,
-        show_progress=show_progress,
-    )
+    """The one way any adapter trains (private, pooled, task adaptation): tokenize, loop."""
+    tokenized = [tokenize_example(tokenizer, ex, train.max_length) for ex in examples]
+    return train_loop(model, tokenized, train, epochs=epochs, pad_id=tokenizer.pad_token_id,
+                      description=description, show_progress=show_progress)
 
 
 def detach_adapter(peft_model):

@@ -9,14 +9,15 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from oppu.shared.errors import brief
+from oppu.shared.tasks.kinds import RATING_LABELS, RESERVED_FIELDS, TaskKind
 from oppu.shared.tasks.text import template_fields
 
-if TYPE_CHECKING:
-    from oppu.shared.tasks.spec import TaskSpec
-
+Spec = Any
+"""A ``TaskSpec`` inside its ``__post_init__``. Not imported: ``spec.py`` imports this module
+at the top, and the import-linter contracts (pyproject.toml) forbid the cycle back."""
 Problems = list[tuple[str | None, str]]
 _POSITIVE_INTS = ("epochs", "max_new_tokens", "input_max_words", "context_max_words")
 _TEMPLATES = ("query_template", "item_text_template", "context_template", "prompt_template")
@@ -43,7 +44,7 @@ def _string_tuple(value: Any, name: str, problems: Problems) -> tuple[str, ...]:
     return tuple(v.strip() for v in value if isinstance(v, str) and v.strip())
 
 
-def _encodable(spec: TaskSpec, problems: Problems) -> None:
+def _encodable(spec: Spec, problems: Problems) -> None:
     """Every text of the spec must be writable as UTF-8 (a JSON file may hold lone
     ``\\ud800`` escapes, which would crash the tokenizer much later)."""
     from dataclasses import fields
@@ -56,9 +57,7 @@ def _encodable(spec: TaskSpec, problems: Problems) -> None:
                              "be written as UTF-8; remove it"))
 
 
-def _kind(spec: TaskSpec, problems: Problems):
-    from oppu.shared.tasks.spec import TaskKind
-
+def _kind(spec: Spec, problems: Problems):
     try:
         return TaskKind(spec.kind)
     except ValueError:
@@ -67,7 +66,7 @@ def _kind(spec: TaskSpec, problems: Problems):
         return None
 
 
-def _pattern_groups(spec: TaskSpec, problems: Problems) -> set[str]:
+def _pattern_groups(spec: Spec, problems: Problems) -> set[str]:
     """Compile both regexes; return the named groups of ``query_pattern``."""
     groups: set[str] = set()
     for name, group in _PATTERN_GROUPS.items():
@@ -94,7 +93,7 @@ def _pattern_groups(spec: TaskSpec, problems: Problems) -> set[str]:
     return groups
 
 
-def _templates(spec: TaskSpec, groups: set[str], problems: Problems) -> None:
+def _templates(spec: Spec, groups: set[str], problems: Problems) -> None:
     item = set(spec.item_fields)
     allowed = {
         "query_template": item | {"labels"},
@@ -124,10 +123,8 @@ def _templates(spec: TaskSpec, groups: set[str], problems: Problems) -> None:
                          f"{{{spec.target_field}}}: the model would see it in the prompt"))
 
 
-def check_spec(spec: TaskSpec, setattr_: Callable[[object, str, Any], None]) -> Problems:
+def check_spec(spec: Spec, setattr_: Callable[[object, str, Any], None]) -> Problems:
     """Normalise ``spec`` in place (frozen, hence ``setattr_``) and list what is wrong."""
-    from oppu.shared.tasks.spec import RATING_LABELS, RESERVED_FIELDS, TaskKind
-
     problems: Problems = []
     if not isinstance(spec.name, str) or not re.search(r"[A-Za-z0-9]", spec.name):
         problems.append(("name", f"must be a string with an ASCII letter or digit, got "

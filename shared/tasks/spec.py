@@ -18,6 +18,10 @@ from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
 
+from oppu.shared.tasks.checks import check_spec
+from oppu.shared.tasks.kinds import RATING_LABELS as RATING_LABELS
+from oppu.shared.tasks.kinds import RESERVED_FIELDS as RESERVED_FIELDS
+from oppu.shared.tasks.kinds import TaskKind
 from oppu.shared.tasks.text import (
     first_line,
     parse_label,
@@ -27,18 +31,6 @@ from oppu.shared.tasks.text import (
     text_fields,
     truncate_words,
 )
-
-RATING_LABELS = ("1", "2", "3", "4", "5")
-RESERVED_FIELDS = ("input", "labels")
-"""Placeholders oppu fills itself: the raw query input and the comma-joined label list."""
-
-
-class TaskKind(str, Enum):
-    """Decides output parsing and the metric family."""
-
-    CLASSIFICATION = "classification"  # accuracy + macro-F1 over a label set
-    RATING = "rating"  # MAE + RMSE over integer ratings (labels are "1".."5")
-    GENERATION = "generation"  # ROUGE-1 + ROUGE-L
 
 
 @dataclass(frozen=True)
@@ -131,8 +123,6 @@ class TaskSpec:
     )
 
     def __post_init__(self) -> None:
-        from oppu.shared.tasks.checks import check_spec
-
         problems = check_spec(self, object.__setattr__)
         if problems:
             raise TaskSpecError(str(self.name), problems)

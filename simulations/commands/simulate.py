@@ -8,28 +8,35 @@ from typing import Annotated
 
 import typer
 
-from oppu.coordinator.cli import app
 from oppu.shared.cli_support import (
     console,
     friendly_errors,
     quiet_libraries,
     stop_cleanly_on_sigterm,
 )
+from oppu.shared.personal.recipe import recipe_from_options, recipe_options
+from oppu.shared.personal.recipe_options import (
+    BatchSizeOpt,
+    EpochsOpt,
+    LoraAlphaOpt,
+    LoraROpt,
+    LrOpt,
+    MaxStepsOpt,
+    SeedOpt,
+)
+from oppu.shared.personal.suite import PRESETS, parse_suite, suite_help
+from oppu.simulations.quickstart import small_model_personal_settings
 
-SUITES = {"quick": "QUICK_SUITE", "table1": "TABLE1_SUITE", "peft": "PEFT_SUITE"}
+DEFAULT_RECIPE = small_model_personal_settings()
 
 
 def suite_names(text: str) -> tuple[str, ...]:
     """A preset name (quick, table1, peft) or comma-separated variants, validated."""
-    from oppu.shared.personal import suite as suites
-    from oppu.simulations import simulate
-
-    if text in SUITES:
-        return tuple(getattr(simulate if text == "quick" else suites, SUITES[text]))
-    return tuple(v.name for v in suites.parse_suite(text))
+    if text in PRESETS:
+        return PRESETS[text]
+    return tuple(v.name for v in parse_suite(text))
 
 
-@app.command()
 @friendly_errors
 def simulate(
     data: Annotated[Path | None, typer.Option(
@@ -39,8 +46,7 @@ def simulate(
     users: Annotated[int, typer.Option(
         min=1, help="Test users (virtual clients), most active first.")] = 100,
     suite: Annotated[str, typer.Option(
-        help="quick, table1, peft, or comma-separated variants (e.g. base-k0,rag-k1,oppu-k0)."
-    )] = "quick",
+        help=suite_help())] = "quick",
     max_history: Annotated[int, typer.Option(
         min=0, help="Newest history items each user trains on (0: all).")] = 0,
     history_shift: Annotated[float, typer.Option(
@@ -51,10 +57,13 @@ def simulate(
     ] = None,
     adapt_examples: Annotated[int | None, typer.Option(
         min=1, help="Cap on base-user examples for task adaptation.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Private adapters' learning rate.")] = None,
-    epochs: Annotated[int, typer.Option(min=0, help="0: the task's default.")] = 0,
-    max_steps: Annotated[int, typer.Option(min=0, help="Cap on steps per adapter (0: none).")
-    ] = 0,
+    lr: LrOpt = DEFAULT_RECIPE.train.lr,
+    lora_r: LoraROpt = DEFAULT_RECIPE.peft.r,
+    lora_alpha: LoraAlphaOpt = DEFAULT_RECIPE.peft.alpha,
+    epochs: EpochsOpt = 0,
+    batch_size: BatchSizeOpt = DEFAULT_RECIPE.train.batch_size,
+    max_steps: MaxStepsOpt = 0,
+    seed: SeedOpt = 0,
     out: Annotated[Path, typer.Option(help="Users' records, adapters, report.")] = Path(
         "runs/simulation"),
     base_model: Annotated[str | None, typer.Option(help="HF id or directory.")] = None,
@@ -75,14 +84,14 @@ def simulate(
     from oppu.simulations.simulate import SimulationSettings, run_simulation
 
     defaults = SimulationSettings()
-    personal = defaults.personal
-    train = replace(personal.train, lr=lr if lr is not None else personal.train.lr,
-                    epochs=epochs or personal.train.epochs, max_steps=max_steps or None)
+    personal = recipe_from_options(**{
+        **recipe_options(DEFAULT_RECIPE), "lr": lr, "lora_r": lora_r, "lora_alpha": lora_alpha,
+        "epochs": epochs, "batch_size": batch_size, "max_steps": max_steps, "seed": seed})
     settings = replace(
         defaults, users=users, suite=suite_names(suite), max_history=max_history,
         history_shift=history_shift,
         adapt=replace(defaults.adapt, max_examples=adapt_examples),
-        personal=replace(personal, train=train), base_model=base_model, task=task,
+        personal=personal, base_model=base_model, task=task,
         num_cpus=num_cpus,
         num_gpus=num_gpus, insecure=insecure)
     stop_cleanly_on_sigterm()

@@ -7,12 +7,10 @@ from typing import Annotated
 
 import typer
 
-from oppu.coordinator.cli import app
-from oppu.coordinator.commands.simulate import simulate
 from oppu.shared.cli_support import friendly_errors
+from oppu.simulations.commands.simulate import simulate
 
 
-@app.command()
 @friendly_errors
 def demo(
     data: Annotated[Path | None, typer.Option(help="LaMP dir; default: bundled sample.")] = None,

@@ -1,0 +1,78 @@
+"""A deployed client's round: this user's own history, through the one per-user pipeline.
+
+The variants are the round's suite, or for an ordinary round the recipe's one personal
+variant (saved as the user's adapter for the task, the one ``oppu-client ask`` uses). The
+vector and the metrics it gives are also written to the user's data dir
+(``federation/run-<id>-round-<n>.json``): the user's own record, never sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from flwr.app import Context
+
+from oppu.client.adapter_store import AdapterStore
+from oppu.client.node import NodeSettings, fetch_round_base
+from oppu.shared.atomic import write_text_atomic
+from oppu.shared.block_metric import BlockMetric
+from oppu.shared.data import read_history, split_history
+from oppu.shared.federation.round_config import RoundConfig
+from oppu.shared.llm.model import load_base_model
+from oppu.shared.metrics import make_metric
+from oppu.shared.personal.pipeline import heldout_queries, personal_variant, run_variants
+from oppu.shared.tasks import TaskKind, TaskSpec, get_task
+
+log = logging.getLogger("oppu.client.federation")
+
+
+def run_deployed_round(round_cfg: RoundConfig, context: Context) -> list[float]:
+    """Fetch the base, run the round's variants on this user's data; the stats vector."""
+    node = NodeSettings.from_context(context)
+    task = get_task(round_cfg.task)
+    labels = round_cfg.labels or tuple(task.labels or ())
+    history = _within_labels(task, read_history(node.history_path, task), labels)
+    base_dir = fetch_round_base(round_cfg, node)
+    model, tokenizer, _plan = load_base_model(str(base_dir), device=node.device)
+    log.info("round %d: base loaded; personalizing on %d history items", round_cfg.round,
+             len(history))
+    recipe = round_cfg.recipe()
+    primary = None if round_cfg.suite else personal_variant(recipe).name
+    variants = round_cfg.blocks if round_cfg.suite else (primary,)
+    started = time.perf_counter()
+    train, heldout = split_history(history, round_cfg.holdout_value)
+    queries = heldout_queries(task, train, heldout, labels or None)
+    outcome = run_variants(model, tokenizer, task, train, queries, variants, recipe,
+                           labels=labels or None, store=AdapterStore(node.data_dir),
+                           primary=primary, base_source=f"federation:{round_cfg.base_version}")
+    metric = make_metric(task.kind, labels)
+    vector = outcome.vector(metric)
+    metrics = {v: r.metrics for v, r in outcome.results.items()}
+    record = node.data_dir / "federation" / f"run-{context.run_id}-round-{round_cfg.round}.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(record, json.dumps({
+        "run_id": str(context.run_id), "node_id": str(context.node_id),
+        "round": round_cfg.round, "task": task.name, "aggregation": round_cfg.aggregation,
+        "stat_names": BlockMetric(metric, round_cfg.blocks).stat_names() if round_cfg.suite
+        else metric.stat_names(), "vector": vector,
+        "metrics": metrics if round_cfg.suite else metrics[primary],
+        "train_items": outcome.train_items, "evaluated": outcome.queries,
+        "seconds": time.perf_counter() - started}, indent=2))
+    log.info("round %d done in %.0f s; your metrics: %s", round_cfg.round,
+             time.perf_counter() - started, metrics)
+    return vector
+
+
+def _within_labels(task: TaskSpec, history: list[dict], labels: tuple[str, ...]
+                   ) -> list[dict]:
+    """Drop items whose gold label is outside the cohort's label set (they cannot be scored)."""
+    if not labels or task.target_field is None or task.kind != TaskKind.CLASSIFICATION:
+        return history
+    allowed = set(labels)
+    kept = [i for i in history if str(i.get(task.target_field, "")).strip() in allowed]
+    if len(kept) < len(history):
+        log.warning("%d history items have labels outside this round's label set and "
+                    "are left out of it.", len(history) - len(kept))
+    return kept

@@ -1,0 +1,102 @@
+"""SecAgg+ aggregation: the server only ever holds the cohort's sum (three clients or more).
+
+Runs Flower's legacy ``SecAggPlusWorkflow`` for one round. Each client uploads its encoded
+statistics (``oppu.shared.federation.secagg_encoding``) masked; the workflow unmasks only the
+mean, which is decoded back into sums. A dropped client's masks are reconstructed from the
+survivors' shares, so the round ends with the others.
+"""
+
+from __future__ import annotations
+
+from logging import WARNING
+
+from flwr.app import Context
+from flwr.common import FitRes, Parameters, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.logger import log
+from flwr.server import LegacyContext, ServerConfig
+from flwr.server.strategy import FedAvg
+from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.serverapp import Grid
+
+from oppu.coordinator.aggregation.base import Collected
+from oppu.coordinator.state import StateDir
+from oppu.shared.errors import OppuError
+from oppu.shared.federation.round_config import RoundConfig
+from oppu.shared.federation.secagg_encoding import (
+    MODULUS_RANGE,
+    QUANTIZATION_RANGE,
+    SECAGG_MAX_WEIGHT,
+    SENTINEL,
+    decode_mean,
+    secagg_max_error,
+    secagg_shares,
+    snap_whole,
+)
+from oppu.shared.metrics import MetricSpec
+
+
+class _KeepAggregate(FedAvg):
+    """FedAvg whose aggregate_fit keeps what SecAgg+ unmasked: the mean of the encodings."""
+
+    def __init__(self, round_cfg: RoundConfig, clients: int, initial: Parameters):
+        super().__init__(fraction_fit=0.0, fraction_evaluate=0.0, min_fit_clients=clients,
+                         min_available_clients=clients, initial_parameters=initial,
+                         on_fit_config_fn=lambda _round: round_cfg.to_config())
+        self.mean: list[float] | None = None
+        self.clients = 0
+
+    def aggregate_fit(self, server_round, results: list[tuple[object, FitRes]], failures):
+        # ``failures`` is no count of clients: Flower 1.41 lists a client that dropped while
+        # masking twice. The caller counts dropouts as sampled minus aggregated instead.
+        if not results:
+            return None, {}
+        self.clients = len(results)
+        # SecAgg+ hands every result the same unmasked aggregate; no averaging here.
+        parameters = results[0][1].parameters
+        self.mean = [float(v) for v in parameters_to_ndarrays(parameters)[0].ravel()]
+        return parameters, {}
+
+
+class SecAggAggregator:
+    """Sum of the clients' statistics through SecAgg+ (Flower's legacy workflow)."""
+
+    def collect(self, grid: Grid, context: Context, round_cfg: RoundConfig,
+                metric: MetricSpec, nodes: list[int], state: StateDir,
+                timeout: float) -> Collected:
+        import numpy as np
+
+        clients = len(nodes)
+        size = len(metric.stat_names())  # with a suite: every variant's block, side by side
+        max_error = secagg_max_error(clients, round_cfg.stat_bound)
+        if max_error >= 0.5:
+            log(WARNING, "With %d clients and stat-bound %g, summed counts may be off by up to "
+                "%.2f; lower stat-bound for exact counts.", clients, round_cfg.stat_bound,
+                max_error)
+        strategy = _KeepAggregate(round_cfg, clients,
+                                  ndarrays_to_parameters([np.full(size, SENTINEL)]))
+        shares, threshold = secagg_shares(clients)
+        legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=1),
+                               strategy=strategy)
+        workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
+            num_shares=shares, reconstruction_threshold=threshold,
+            max_weight=SECAGG_MAX_WEIGHT, clipping_range=round_cfg.clip,
+            quantization_range=QUANTIZATION_RANGE, modulus_range=MODULUS_RANGE,
+            timeout=timeout))
+        workflow(grid, legacy)
+        mean = strategy.mean
+        if mean is None or len(mean) != size or min(mean) <= SENTINEL / 2:
+            raise OppuError(
+                "SecAgg+ returned no aggregate (the server still holds its initial arrays): "
+                f"too many of the {clients} clients failed or dropped out for the "
+                f"reconstruction threshold of {threshold}. See the clients' logs; nothing was "
+                "written.")
+        failures = clients - strategy.clients
+        if failures:
+            log(WARNING, "%d of %d clients dropped out of SecAgg+; the sum covers the other "
+                "%d (their masks were reconstructed from the survivors' shares).", failures,
+                clients, strategy.clients)
+        decoded = decode_mean(mean, strategy.clients, round_cfg.stat_bound, round_cfg.clip)
+        sums = snap_whole(metric, dict(zip(metric.stat_names(), decoded, strict=True)),
+                          secagg_max_error(strategy.clients, round_cfg.stat_bound))
+        metric.validate_stats(sums)  # a client that lied can still make the sum impossible
+        return Collected(sums=sums, clients=strategy.clients, failures=failures)

@@ -1,0 +1,90 @@
+"""The benchmark's result: both pipelines' median runs side by side, as JSON and as a table."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from oppu.simulations.bench_recipe import default_data
+
+VERSION = 1
+"""Of the result's JSON layout."""
+
+
+def median_run(runs: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The run with the median wall time (the slower middle one for an even count)."""
+    return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+
+
+def summarize(refs: Sequence[Mapping[str, Any]], opts: Sequence[Mapping[str, Any]],
+              args) -> dict:
+    def ratio(a: float, b: float) -> float | None:
+        return a / b if b else None
+
+    ref, opt = median_run(refs), median_run(opts)
+    return {
+        "benchmark": "bench_personalize",
+        "version": VERSION,
+        "data": str(args.data or default_data()),
+        "task": ref["task"],
+        "user": ref["user"],
+        "items": ref["items"],
+        "epochs": args.epochs,
+        "max_steps": args.max_steps,
+        "tokens_expected": ref["tokens_per_epoch"] * args.epochs,
+        "threads": ref["threads"],
+        "device": ref["device"],
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "identical_examples": ref["fingerprint"] == opt["fingerprint"]
+        and ref["user"] == opt["user"],
+        "reference": dict(ref),
+        "optimized": dict(opt),
+        "ratio": ratio(opt["tokens_per_second"], ref["tokens_per_second"]),
+        "wall_speedup": ratio(ref["seconds"], opt["seconds"]),
+        "peak_rss_ratio": ratio(opt["peak_rss_mb"], ref["peak_rss_mb"]),
+        "runs": {"reference_seconds": [r["seconds"] for r in refs],
+                 "optimized_seconds": [r["seconds"] for r in opts],
+                 "wall_speedups": [ratio(r["seconds"], o["seconds"])
+                                   for r, o in zip(refs, opts, strict=True)]},
+    }
+
+
+def print_table(result: Mapping[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    ref, opt = result["reference"], result["optimized"]
+    title = (f"{result['task']} user {result['user']!r}: {result['items']} items, "
+             f"{result['epochs']} epoch(s), {result['threads']} thread(s), {result['device']}")
+    repeats = len(result["runs"]["reference_seconds"])
+    if repeats > 1:
+        title += f"; median of {repeats} alternating runs each"
+    table = Table(title=title)
+    for name, justify in (("", "left"), ("reference (HF Trainer)", "right"),
+                          ("optimized (oppu)", "right"), ("opt / ref", "right")):
+        table.add_column(name, justify=justify)
+
+    def row(label: str, key: str, fmt: str, with_ratio: bool = False) -> None:
+        a, b = ref.get(key), opt.get(key)
+        cells = [format(v, fmt) if isinstance(v, (int, float)) else "-" for v in (a, b)]
+        r = f"{b / a:.2f}x" if with_ratio and a and b is not None else ""
+        table.add_row(label, *cells, r)
+
+    table.add_row("batch size", str(ref["settings"]["batch_size"]),
+                  str(opt["settings"]["batch_size"]), "")
+    row("optimizer steps", "steps", "d")
+    row("tokens (non-pad)", "tokens", "d")
+    row("padding share", "padding_share", ".1%")
+    row("wall time, s", "seconds", ".1f", True)
+    row("tokens/s", "tokens_per_second", ".1f", True)
+    row("peak RSS, MB", "peak_rss_mb", ".0f", True)
+    row("peak RSS before training, MB", "peak_rss_before_train_mb", ".0f")
+    row("first loss", "first_loss", ".3f")
+    row("final loss (last 3 steps)", "final_loss", ".3f")
+    for metric in sorted(set(ref.get("eval", {})) | set(opt.get("eval", {}))):
+        fmt = ".0f" if metric in ("count", "queries") else ".3f"
+        cells = (ref.get("eval", {}).get(metric), opt.get("eval", {}).get(metric))
+        table.add_row(f"eval {metric}", *(format(v, fmt) if v is not None else "-"
+                                          for v in cells), "")
+    Console().print(table)
