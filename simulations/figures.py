@@ -175,18 +175,23 @@ def k_figure(table: Mapping[str, Any], path: str | Path) -> Path:
 
 # --- Fig. 6: PEFT methods --------------------------------------------------------------------
 
-PEFT_BARS = (
-    ("Non-personalized", ("base-k0",)),
-    ("OPPU LoRA", ("oppu-k0", "oppu-lora-k0")),
-    ("OPPU IA3", ("oppu-ia3-k0",)),
-    ("OPPU prompt tuning", ("oppu-pt-k0",)),
-)
+def peft_candidates() -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """(bar label, variant names) for Fig. 6: the base, then every registered PEFT method."""
+    from oppu.shared.personal.peft_methods import DEFAULT_PEFT_METHOD, PEFT_METHODS
+
+    bars = [("Non-personalized", ("base-k0",))]
+    for method in PEFT_METHODS.values():
+        names = (f"oppu-{method.short}-k0",)
+        if method.name == DEFAULT_PEFT_METHOD:  # plain ``oppu-k0`` names it too
+            names = ("oppu-k0", *names)
+        bars.append((f"OPPU {method.label}", names))
+    return tuple(bars)
 
 
 def peft_bars(table: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(bar label, variant) for Fig. 6, in the paper's order, only those in the table."""
     variants: Mapping[str, Any] = table.get("variants") or {}
-    bars = [(label, _first_present(variants, *names)) for label, names in PEFT_BARS]
+    bars = [(label, _first_present(variants, *names)) for label, names in peft_candidates()]
     return [(label, name) for label, name in bars if name is not None]
 
 
@@ -194,7 +199,7 @@ def peft_figure(table: Mapping[str, Any], path: str | Path) -> Path:
     """Fig. 6: base vs each PEFT method at k=0 (needs at least one OPPU method)."""
     bars = peft_bars(table)
     if not any(name.startswith("oppu-") for _, name in bars):
-        raise ValueError("no oppu-k0 / oppu-ia3-k0 / oppu-pt-k0 in the table: no PEFT to compare")
+        raise ValueError("no oppu-k0 or oppu-<method>-k0 in the table: no PEFT to compare")
     column = primary_metric(table.get("kind", ""))
     variants = table["variants"]
     values = [metric_value(variants[name], column.key) for _, name in bars]

@@ -208,6 +208,12 @@ def test_component_names_match_the_coordinators():
     from oppu.shared.federation.keys import CLIENTAPP, SERVERAPP
 
     assert OPPU_COMPONENTS == {"serverapp": SERVERAPP, "clientapp": CLIENTAPP}
+    # The gate and the coordinator share the constants; the checked-in app must name them too.
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    components = tomllib.loads(pyproject.read_text())["tool"]["flwr"]["app"]["components"]
+    assert components == OPPU_COMPONENTS
 
 
 def _rebuilt(fab: bytes, extra: dict[str, bytes] | None = None,

@@ -28,6 +28,8 @@ class PeftMethod:
 
 PEFT_METHODS: dict[str, PeftMethod] = {}
 """Registry name -> method, in registration order (the default, LoRA, first)."""
+DEFAULT_PEFT_METHOD = "lora"
+"""The paper's method: variant names leave it implicit (``oppu-k0`` is LoRA)."""
 
 
 def register_peft_method(method: PeftMethod) -> PeftMethod:
@@ -48,7 +50,8 @@ def short_names() -> dict[str, str]:
 class PeftSettings:
     """Hyperparameters of the private module; defaults follow the OPPU reference."""
 
-    method: str = field(default="lora", metadata={"help": "A registered PEFT method."})
+    method: str = field(default=DEFAULT_PEFT_METHOD,
+                        metadata={"help": "A registered PEFT method."})
     r: int = field(default=8, metadata={"help": "LoRA rank."})
     alpha: int = field(default=8, metadata={"help": "LoRA alpha."})
     dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})

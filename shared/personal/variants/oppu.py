@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from oppu.shared.personal.peft_methods import PEFT_METHODS, short_names
+from oppu.shared.personal.peft_methods import DEFAULT_PEFT_METHOD, PEFT_METHODS, short_names
 from oppu.shared.personal.variants.registry import Family, K, Variant, register_family
 
 
@@ -28,7 +28,8 @@ class Oppu(Family):
         return (rf"(?:(?P<profile>pag|gpg)-)?oppu(?:-(?P<peft>{methods}))?" + K,)
 
     def variant(self, name: str, groups: Mapping[str, str | None]) -> Variant:
-        method = short_names()[groups.get("peft") or "lora"]
+        short = groups.get("peft")
+        method = short_names()[short] if short else DEFAULT_PEFT_METHOD
         return Variant(name, self.name, int(groups.get("k") or 0),
                        groups.get("profile") or "none", method)
 
@@ -63,7 +64,7 @@ def personal_variant_name(peft_method: str, k: int, profile: str) -> str:
     """The variant a recipe trains: ``oppu-kJ``, ``oppu-ia3-kJ``, ``pag-oppu-kJ``, ..."""
     prefix = "" if profile == "none" else f"{profile}-"
     short = PEFT_METHODS[peft_method].short
-    method = "" if peft_method == "lora" else f"{short}-"
+    method = "" if peft_method == DEFAULT_PEFT_METHOD else f"{short}-"
     return f"{prefix}oppu-{method}k{k}"
 
 

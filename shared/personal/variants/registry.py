@@ -9,14 +9,12 @@ this registry, so a new family is one module and one ``register_family`` call.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import Any, ClassVar, Protocol
 
-if TYPE_CHECKING:
-    from oppu.shared.personal.evaluation import EvalResult
-    from oppu.shared.personal.user_run import UserRun
-    from oppu.shared.tasks import TaskSpec
+from oppu.shared.personal.evaluation import EvalQuery, EvalResult
+from oppu.shared.tasks import TaskSpec
 
 K = r"-k(?P<k>0|[1-9]\d*)"
 """``-kJ`` with J >= 0 (retrieved history items)."""
@@ -44,6 +42,22 @@ class Variant:
     def adapter_key(self) -> tuple[str, int, str] | None:
         """Variants with the same key share one trained adapter (oppu-k0 and oppu-lora-k0)."""
         return (str(self.peft_method), self.k, self.profile) if self.trains else None
+
+
+class UserRunView(Protocol):
+    """What a family may use of one user's run (``oppu.shared.personal.user_run.UserRun``)."""
+
+    model: Any
+    history: list[Mapping]
+    queries: list[EvalQuery]
+
+    def evaluate(self, model: Any, k: int, mode: str = "none", retrieval: str = "bm25"
+                 ) -> EvalResult: ...
+    def scored(self, predictions: list[str]) -> EvalResult: ...
+    def top_items(self, k: int) -> Sequence[Sequence[Mapping]]: ...
+    def target_text(self, item: Mapping) -> str: ...
+    def personal(self, variant: Variant) -> EvalResult: ...
+    def pooled(self, k: int) -> EvalResult: ...
 
 
 class Family:
@@ -85,7 +99,7 @@ class Family:
         """Whether it needs the user's history at all (training or counting labels)."""
         return self.trains
 
-    def evaluate(self, run: UserRun, variant: Variant) -> EvalResult:
+    def evaluate(self, run: UserRunView, variant: Variant) -> EvalResult:
         raise NotImplementedError
 
 
