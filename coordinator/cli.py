@@ -59,11 +59,10 @@ def extra_commands() -> dict[str, Callable[..., Any]]:
 
 def _register_commands() -> None:
     """Put the built-in and the entry-point commands on ``app``, in name order."""
-    from oppu.coordinator.commands import adapt, enroll, start  # noqa: F401 (start: see below)
+    from oppu.coordinator.commands import adapt, enroll, start
 
-    # ``start`` still registers itself on import (``@app.command()``); the others are plain
-    # functions registered here.
-    builtin: dict[str, Callable[..., Any]] = {"adapt": adapt.adapt, "enroll": enroll.enroll}
+    builtin: dict[str, Callable[..., Any]] = {"adapt": adapt.adapt, "enroll": enroll.enroll,
+                                              "start": start.start}
     commands = {**extra_commands(), **builtin}
     for name in sorted(commands):
         app.command(name=name)(commands[name])

@@ -33,11 +33,11 @@ def _register_commands() -> None:
     """Put each command (a plain function in its own module) on ``app``.
 
     The modules do not import this package for ``app``, so it and they do not import each
-    other; ``train`` still registers itself on import (``@app.command()``), so it comes first.
+    other.
     """
-    from oppu.client.cli import ask, join, keygen, train, validate  # noqa: F401 (train)
+    from oppu.client.cli import ask, join, keygen, train, validate
 
-    for command in (ask.ask, join.join, keygen.keygen, validate.validate):
+    for command in (ask.ask, join.join, keygen.keygen, train.train, validate.validate):
         app.command()(command)
 
 

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from oppu.client.cli import app
 from oppu.client.cli.options import (
     BaseModelOpt,
     DataDirOpt,
@@ -38,7 +37,6 @@ from oppu.shared.personal.recipe_options import (
 from oppu.shared.tasks import get_task
 
 
-@app.command()
 @friendly_errors
 def train(
     history: Annotated[Path, typer.Option("--history", help="Your history (JSONL).")],

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from oppu.coordinator.cli import app
 from oppu.coordinator.coordinator import DEFAULT_BASE_PORT, DEFAULT_SUPERLINK_PORT, Coordinator
 from oppu.coordinator.results import format_table
 from oppu.shared.cli_support import console, friendly_errors, stop_cleanly_on_sigterm
@@ -38,7 +37,6 @@ from oppu.shared.personal.recipe_options import (
 from oppu.shared.tasks import get_task
 
 
-@app.command()
 @friendly_errors
 def start(
     base: Annotated[Path, typer.Option(
