@@ -21,6 +21,9 @@ from oppu.shared.atomic import atomic_directory
 from oppu.shared.errors import OppuError
 
 METADATA_FILE = "oppu_adapter.json"
+CHOICE_SUFFIX = ".choice.json"
+"""``adapters/<task>.choice.json``: what local selection chose last (adapter, previous or
+base), with its validation numbers; ``ask`` answers from the base when it says so."""
 
 
 def _scratch_root() -> str | None:
@@ -51,10 +54,36 @@ class AdapterStore:
                 f"oppu-client train --history YOUR_HISTORY.jsonl --task {task_name}"
             )
 
+    def choice_path(self, task_name: str) -> Path:
+        return self.root / "adapters" / f"{task_name}{CHOICE_SUFFIX}"
+
+    def record_choice(self, task_name: str, choice: dict) -> None:
+        """Keep what selection chose (validation scores only: no item, no weight)."""
+        from oppu.shared.atomic import write_text_atomic
+
+        path = self.choice_path(task_name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(choice, indent=2, sort_keys=True))
+
+    def uses_base(self, task_name: str) -> bool:
+        """Whether the last selection found no adapter better than the base model."""
+        path = self.choice_path(task_name)
+        try:
+            return json.loads(path.read_text()).get("chosen") == "base"
+        except (OSError, ValueError, AttributeError):
+            return False
+
     def encrypted(self, task_name: str) -> bool:
         return is_encrypted(self.path(task_name))
 
     def save(self, peft_model, task_name: str, metadata: dict) -> Path:
+        """Write the adapter; it supersedes what an earlier selection chose (``ask`` uses
+        it from now on)."""
+        target = self._save(peft_model, task_name, metadata)
+        self.choice_path(task_name).unlink(missing_ok=True)
+        return target
+
+    def _save(self, peft_model, task_name: str, metadata: dict) -> Path:
         target = self.path(task_name)
         if self.passphrase is None:
             with atomic_directory(target) as scratch:

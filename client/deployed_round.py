@@ -23,6 +23,7 @@ from oppu.shared.federation.round_config import RoundConfig
 from oppu.shared.llm.model import load_base_model
 from oppu.shared.metrics import make_metric
 from oppu.shared.personal.pipeline import heldout_queries, personal_variant, run_variants
+from oppu.shared.personal.selection import SelectionSettings
 from oppu.shared.tasks import TaskKind, TaskSpec, get_task
 
 log = logging.getLogger("oppu.client.federation")
@@ -44,9 +45,12 @@ def run_deployed_round(round_cfg: RoundConfig, context: Context) -> list[float]:
     started = time.perf_counter()
     train, heldout = split_history(history, round_cfg.holdout_value)
     queries = heldout_queries(task, train, heldout, labels or None)
+    # An ordinary round is the user's own adapter: chosen locally, kept only where it beats
+    # the base; a suite is a benchmark and reports every trained adapter as is.
     outcome = run_variants(model, tokenizer, task, train, queries, variants, recipe,
                            labels=labels or None, store=AdapterStore(node.data_dir),
-                           primary=primary, base_source=f"federation:{round_cfg.base_version}")
+                           primary=primary, base_source=f"federation:{round_cfg.base_version}",
+                           selection=None if round_cfg.suite else SelectionSettings())
     metric = make_metric(task.kind, labels)
     vector = outcome.vector(metric)
     metrics = {v: r.metrics for v, r in outcome.results.items()}
@@ -59,6 +63,7 @@ def run_deployed_round(round_cfg: RoundConfig, context: Context) -> list[float]:
         else metric.stat_names(), "vector": vector,
         "metrics": metrics if round_cfg.suite else metrics[primary],
         "train_items": outcome.train_items, "evaluated": outcome.queries,
+        "selection": {v: s.to_dict() for v, s in outcome.selections.items()},
         "seconds": time.perf_counter() - started}, indent=2))
     log.info("round %d done in %.0f s; your metrics: %s", round_cfg.round,
              time.perf_counter() - started, metrics)

@@ -46,8 +46,16 @@ class MetricSpec(ABC):
     """One task's metric: how to score an example into stats and stats into numbers."""
 
     kind: str
+    primary: str
+    """The metric a choice is made on (accuracy, MAE, ROUGE-1: the paper's first column)."""
+    higher_is_better: bool = True
     max_value: float = MAX_STAT_VALUE
     """Largest value any statistic may take (see ``MAX_STAT_VALUE``)."""
+
+    def selection_score(self, stats: Stats) -> float:
+        """The primary metric as "higher is better" (MAE negated): what selection maximizes."""
+        value = self.compute(stats)[self.primary]
+        return value if self.higher_is_better else -value
 
     @abstractmethod
     def stat_names(self) -> list[str]:
@@ -195,6 +203,7 @@ class ClassificationMetric(MetricSpec):
     """
 
     kind = "classification"
+    primary = "accuracy"
 
     def __init__(self, labels: Sequence[str]):
         labels = tuple(labels)
@@ -261,6 +270,8 @@ class RatingMetric(MetricSpec):
     """MAE and RMSE of numeric ratings. Layout: ``count, abs_err, sq_err``."""
 
     kind = "rating"
+    primary = "mae"
+    higher_is_better = False
 
     def __init__(self, labels: Sequence[str] = DEFAULT_RATING_LABELS):
         try:
@@ -324,6 +335,7 @@ class GenerationMetric(MetricSpec):
     """
 
     kind = "generation"
+    primary = "rouge-1"
 
     @cached_property
     def _scorer(self) -> Any:

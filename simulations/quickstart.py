@@ -9,9 +9,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from oppu.shared.llm.training import TrainSettings
-from oppu.shared.personal.peft_methods import PeftSettings
-from oppu.shared.personal.private_adapter import PersonalizeSettings
+from oppu.shared.personal.recipe import DEFAULT_RECIPE, PersonalizeSettings
 
 
 def sample_dir() -> Path:
@@ -20,12 +18,10 @@ def sample_dir() -> Path:
 
 
 def small_model_personal_settings() -> PersonalizeSettings:
-    """Private-adapter recipe for a ~135M base.
+    """Private-adapter recipe for a ~135M base: the product default (``DEFAULT_RECIPE``).
 
     The reference recipe (lr 1e-4, alpha 8) barely moves a 135M model in the few steps a
-    short history gives (FACTS.md: adapters collapsed or stayed at the base). A higher rate
-    and alpha 16 were chosen on synthetic users (tests/test_personalization.py), never on
-    the test users whose queries the table reports.
+    short history gives (FACTS.md: adapters collapsed or stayed at the base); see
+    ``oppu.shared.personal.recipe.DEFAULT_LR`` for how the default was chosen.
     """
-    return PersonalizeSettings(peft=PeftSettings(alpha=16),
-                               train=TrainSettings(lr=1e-3, batch_size=8))
+    return DEFAULT_RECIPE

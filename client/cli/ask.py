@@ -57,6 +57,10 @@ def ask(
 
     spec = get_task(task)
     store = adapter_store(user, data_dir, passphrase_env)
+    if not no_adapter and store.uses_base(spec.name):
+        typer.echo("Your last training found no adapter better than the base model on your "
+                   "own items: answering with the base.", err=True)
+        no_adapter = True
     if not no_adapter:
         store.require(spec.name)
     meta = store.metadata(spec.name)

@@ -9,7 +9,15 @@ from oppu.shared.personal.pipeline import Outcome
 
 
 def print_outcome(outcome: Outcome) -> None:
-    if outcome.report is not None:
+    selection = outcome.selection
+    if selection is not None:
+        tried = ", ".join(f"lr {p.lr:g}: {len(p.scores)} epochs" for p in selection.grid)
+        console.print(f"Recipe selection ({tried}) took {selection.seconds:.0f} s of "
+                      f"{outcome.seconds:.0f} s.")
+        console.print(selection.summary())
+    if selection is not None and selection.chosen != "adapter":
+        pass  # nothing was trained to keep: the summary said what is used instead
+    elif outcome.report is not None:
         r = outcome.report
         console.print(
             f"Trained on {outcome.train_items} items: {r.steps} steps, {r.tokens} tokens in "
@@ -20,9 +28,12 @@ def print_outcome(outcome: Outcome) -> None:
             console.print(f"[yellow]{r.truncated} over-long item(s) were truncated.[/]")
     else:
         console.print("No new history items: the adapter is unchanged.")
-    if outcome.adapter_path:
+    if outcome.adapter_path and (selection is None or selection.chosen == "adapter"):
         console.print(f"Adapter saved to {outcome.adapter_path}")
-    rows = [("base (no adapter)", outcome.baseline), ("your adapter", outcome.personal)]
+    console.print(f"Done in {outcome.seconds:.0f} s.")
+    used = {"base": "base (kept: no adapter beat it)", "previous": "your previous adapter"}
+    label = used.get(selection.chosen, "your adapter") if selection else "your adapter"
+    rows = [("base (no adapter)", outcome.baseline), (label, outcome.personal)]
     rows = [(name, result) for name, result in rows if result is not None]
     if not rows:
         console.print("No held-out items to evaluate on (history too short or not evaluable).")

@@ -20,7 +20,7 @@ from oppu.client.cli.report import print_outcome
 from oppu.shared.cli_support import console, friendly_errors, quiet_libraries
 from oppu.shared.data import read_history
 from oppu.shared.personal.pipeline import personalize_user
-from oppu.shared.personal.recipe import recipe_from_options
+from oppu.shared.personal.recipe import DEFAULT_RECIPE, recipe_from_options
 from oppu.shared.personal.recipe_options import (
     BatchSizeOpt,
     EpochsOpt,
@@ -34,6 +34,7 @@ from oppu.shared.personal.recipe_options import (
     ProfileOpt,
     SeedOpt,
 )
+from oppu.shared.personal.selection import SelectionSettings
 from oppu.shared.tasks import get_task
 
 
@@ -47,12 +48,12 @@ def train(
     device: DeviceOpt = "auto",
     peft: PeftOpt = "lora",
     lora_r: LoraROpt = 8,
-    lora_alpha: LoraAlphaOpt = 8,
+    lora_alpha: LoraAlphaOpt = DEFAULT_RECIPE.peft.alpha,
     k: KOpt = 0,
     profile: ProfileOpt = "none",
     passphrase_env: PassphraseEnvOpt = None,
     epochs: EpochsOpt = 0,
-    lr: LrOpt = 1e-4,
+    lr: LrOpt = DEFAULT_RECIPE.train.lr,
     batch_size: BatchSizeOpt = 8,
     max_steps: MaxStepsOpt = 0,
     seed: SeedOpt = 0,
@@ -60,6 +61,10 @@ def train(
     resume: Annotated[
         bool, typer.Option("--continue", help="Continue your adapter on new history items.")
     ] = False,
+    select: Annotated[bool, typer.Option(
+        "--select/--no-select", help="Choose the learning rate and epochs on your newest "
+        "training items, and keep the adapter only if it beats the base there (default). "
+        "--no-select trains once with --lr and --epochs.")] = True,
 ) -> None:
     """Train your private adapter on your history and compare it with the base, locally."""
     quiet_libraries()
@@ -79,5 +84,6 @@ def train(
     outcome = personalize_user(
         model, tokenizer, spec, items, settings, store=store,
         base_source=base_model or "embedded", holdout=holdout, resume=resume,
+        selection=SelectionSettings() if select else None,
     )
     print_outcome(outcome)

@@ -20,7 +20,7 @@ from oppu.shared.federation.round_config import (
 )
 from oppu.shared.federation.tls import CA_CERT
 from oppu.shared.paths import oppu_home
-from oppu.shared.personal.recipe import PersonalizeSettings, recipe_from_options
+from oppu.shared.personal.recipe import DEFAULT_RECIPE, PersonalizeSettings, recipe_from_options
 from oppu.shared.personal.recipe_options import (
     BatchSizeOpt,
     EpochsOpt,
@@ -64,11 +64,11 @@ def start(
         "(`oppu-coordinator enroll`). Default: on, off with --insecure.")] = None,
     peft: PeftOpt = "lora",
     lora_r: LoraROpt = 8,
-    lora_alpha: LoraAlphaOpt = 8,
+    lora_alpha: LoraAlphaOpt = DEFAULT_RECIPE.peft.alpha,
     k: KOpt = 0,
     profile: ProfileOpt = "none",
     epochs: EpochsOpt = 0,
-    lr: LrOpt = 1e-4,
+    lr: LrOpt = DEFAULT_RECIPE.train.lr,
     batch_size: BatchSizeOpt = 8,
     max_steps: MaxStepsOpt = 0,
     seed: SeedOpt = 0,

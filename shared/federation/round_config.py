@@ -19,6 +19,8 @@ from oppu.shared.federation.aggregation_modes import SEALED, SECAGG
 from oppu.shared.federation.keys import PERSONAL_BLOCK, RoundKey
 from oppu.shared.personal.peft_methods import PEFT_METHODS
 from oppu.shared.personal.recipe import (
+    DEFAULT_LORA_ALPHA,
+    DEFAULT_LR,
     PROFILE_MODES,
     PersonalizeSettings,
     recipe_from_options,
@@ -37,11 +39,11 @@ class RoundConfig:
     round: int = field(default=1, metadata={"key": RoundKey.ROUND})
     peft_method: str = field(default="lora", metadata={"key": RoundKey.PEFT_METHOD})
     lora_r: int = field(default=8, metadata={"key": RoundKey.LORA_R})
-    lora_alpha: int = field(default=8, metadata={"key": RoundKey.LORA_ALPHA})
+    lora_alpha: int = field(default=DEFAULT_LORA_ALPHA, metadata={"key": RoundKey.LORA_ALPHA})
     k: int = field(default=0, metadata={"key": RoundKey.K})
     profile_mode: str = field(default="none", metadata={"key": RoundKey.PROFILE_MODE})
     epochs: int = field(default=0, metadata={"key": RoundKey.EPOCHS, "help": "0: task's."})
-    lr: float = field(default=1e-4, metadata={"key": RoundKey.LR})
+    lr: float = field(default=DEFAULT_LR, metadata={"key": RoundKey.LR})
     batch_size: int = field(default=8, metadata={"key": RoundKey.BATCH_SIZE})
     max_steps: int = field(default=0, metadata={"key": RoundKey.MAX_STEPS, "help": "0: none."})
     holdout: float = field(default=0.2, metadata={"key": RoundKey.HOLDOUT,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
@@ -171,8 +171,13 @@ def train_loop(
     pad_id: int,
     description: str = "training",
     show_progress: bool = True,
+    on_epoch_end: Callable[[int], bool] | None = None,
 ) -> TrainReport:
-    """Train the model's trainable parameters in place on tokenized examples."""
+    """Train the model's trainable parameters in place on tokenized examples.
+
+    ``on_epoch_end(epoch)`` runs after each epoch (the model in eval mode); returning True
+    stops training there (early stopping on a validation split).
+    """
     import torch
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -217,6 +222,12 @@ def train_loop(
                     step += 1
                     bar.update(1)
                     bar.set_postfix(loss=f"{losses[-1]:.3f}")
+                if on_epoch_end is not None:
+                    model.eval()
+                    stop = on_epoch_end(epoch)
+                    model.train()
+                    if stop or step >= total:
+                        break
         finally:
             bar.close()
             model.eval()

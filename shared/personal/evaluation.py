@@ -101,3 +101,18 @@ def evaluate_queries(
         predictions.append(prediction)
         golds.append(query.gold)
     return EvalResult(labels, stats, metric.compute(stats), predictions, golds)
+
+
+def heldout_queries(
+    task: TaskSpec,
+    train: Sequence[Mapping],
+    heldout: Sequence[Mapping],
+    labels: Sequence[str] | None = None,
+) -> list[EvalQuery]:
+    """Held-out history items as queries; each may retrieve from the training items."""
+    queries = []
+    for item in heldout:
+        pair = task.query_from_item(item, labels=labels)
+        if pair is not None:
+            queries.append(EvalQuery(input=pair[0], gold=pair[1], history=tuple(train)))
+    return queries

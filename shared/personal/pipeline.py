@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from oppu.shared.data import split_history
 from oppu.shared.llm.training import TrainReport
 from oppu.shared.metrics import MetricSpec
 from oppu.shared.personal.adapter_meta import history_labels
-from oppu.shared.personal.evaluation import EvalQuery, EvalResult
+from oppu.shared.personal.evaluation import EvalQuery, EvalResult, heldout_queries
 from oppu.shared.personal.recipe import PersonalizeSettings
+from oppu.shared.personal.selection import SelectionReport, SelectionSettings
 from oppu.shared.personal.suite import check_suite, parse_suite
 from oppu.shared.personal.user_run import AdapterSink, UserRun
 from oppu.shared.personal.variants import FAMILIES, Variant, parse_variant
@@ -37,6 +38,7 @@ class VariantsOutcome:
     reports: dict[str, TrainReport | None]
     train_items: int
     queries: int
+    selections: dict[str, SelectionReport] = field(default_factory=dict)
 
     def vector(self, metric: MetricSpec) -> list[float]:
         """Every variant's statistics side by side, in suite order (the secure-sum input)."""
@@ -55,21 +57,6 @@ def baseline_variant(recipe: PersonalizeSettings) -> Variant:
     return parse_variant(f"rag-k{recipe.k}" if recipe.k else "base-k0")
 
 
-def heldout_queries(
-    task: TaskSpec,
-    train: Sequence[Mapping],
-    heldout: Sequence[Mapping],
-    labels: Sequence[str] | None = None,
-) -> list[EvalQuery]:
-    """Held-out history items as queries; each may retrieve from the training items."""
-    queries = []
-    for item in heldout:
-        pair = task.query_from_item(item, labels=labels)
-        if pair is not None:
-            queries.append(EvalQuery(input=pair[0], gold=pair[1], history=tuple(train)))
-    return queries
-
-
 def run_variants(
     model,
     tokenizer,
@@ -86,6 +73,7 @@ def run_variants(
     resume: bool = False,
     base_source: str = "",
     show_progress: bool = False,
+    selection: SelectionSettings | None = None,
 ) -> VariantsOutcome:
     """Evaluate one user's ``queries`` under every variant, in order.
 
@@ -97,6 +85,9 @@ def run_variants(
     continued on the items it has not seen. ``model`` is the frozen base and is clean again
     after every variant, even when one fails. ``labels`` defaults to the task's plus those the
     history uses; pass the cohort's so that every user's ``vector`` has the same layout.
+    With ``selection`` each trained variant's recipe is chosen on the newest training items
+    and the adapter is kept only where it validates better (``selection`` module); benchmark
+    suites leave it off and report the trained adapter, as the paper does.
     """
     from tqdm.auto import tqdm
 
@@ -109,7 +100,8 @@ def run_variants(
                   Path(pooled_adapter) if pooled_adapter is not None else None,
                   adapter_name=lambda v: task.name if v.name == primary else
                   f"{task.name}.{v.name}",
-                  resume=resume, base_source=base_source, show_progress=show_progress)
+                  resume=resume, base_source=base_source, show_progress=show_progress,
+                  selection=selection)
     results: dict[str, EvalResult] = {}
     seconds: dict[str, float] = {}
     bar = tqdm(suite, desc="variants", unit="variant", disable=not show_progress, leave=False)
@@ -120,7 +112,7 @@ def run_variants(
         seconds[variant.name] = time.perf_counter() - start
     reports = {v.name: run.trained[v.adapter_key].report for v in suite if v.trains}
     return VariantsOutcome(results, seconds, dict(run.adapters), reports, len(history),
-                           len(queries))
+                           len(queries), dict(run.selections))
 
 
 @dataclass
@@ -135,6 +127,8 @@ class Outcome:
     personal: EvalResult | None
     adapter_path: str | None
     seconds: float
+    selection: SelectionReport | None = None
+    """What local recipe selection tried and chose (None when it was off or skipped)."""
 
 
 def personalize_user(
@@ -152,6 +146,7 @@ def personalize_user(
     labels: Sequence[str] | None = None,
     queries: Sequence[EvalQuery] | None = None,
     show_progress: bool = True,
+    selection: SelectionSettings | None = None,
 ) -> Outcome:
     """Train (or continue) this user's adapter on their history and evaluate it locally.
 
@@ -178,8 +173,10 @@ def personalize_user(
         variants.insert(0, baseline_variant(settings))
     outcome = run_variants(model, tokenizer, task, train, queries, variants, settings,
                            labels=labels, store=store, primary=personal.name, resume=resume,
-                           base_source=base_source, show_progress=show_progress)
+                           base_source=base_source, show_progress=show_progress,
+                           selection=selection)
     baseline = outcome.results[variants[0].name] if len(variants) > 1 else None
     return Outcome(task.name, len(train), len(queries), outcome.reports[personal.name],
                    baseline, outcome.results[personal.name] if queries else None,
-                   outcome.adapters.get(personal.name), time.perf_counter() - start)
+                   outcome.adapters.get(personal.name), time.perf_counter() - start,
+                   outcome.selections.get(personal.name))

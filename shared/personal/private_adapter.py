@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from oppu.shared.llm.batching import tokenize_example
 from oppu.shared.llm.inference import is_prompt_learning
@@ -71,6 +71,7 @@ def train_private_adapter(
     profile: str | None = None,
     show_progress: bool = True,
     description: str = "personalizing",
+    on_epoch_end: Callable[[int], bool] | None = None,
 ) -> TrainReport:
     """Train the trainable (adapter) parameters of ``model`` on this user's history only."""
     if not history:
@@ -78,16 +79,19 @@ def train_private_adapter(
     examples = training_examples(task, history, settings.k, labels, profile)
     return train_on_examples(model, tokenizer, examples, settings.train,
                              epochs=settings.train.epochs or task.epochs,
-                             show_progress=show_progress, description=description)
+                             show_progress=show_progress, description=description,
+                             on_epoch_end=on_epoch_end)
 
 
 def train_on_examples(model, tokenizer, examples: Sequence[Example], train: TrainSettings, *,
                       epochs: int, show_progress: bool = True,
-                      description: str = "personalizing") -> TrainReport:
+                      description: str = "personalizing",
+                      on_epoch_end: Callable[[int], bool] | None = None) -> TrainReport:
     """The one way any adapter trains (private, pooled, task adaptation): tokenize, loop."""
     tokenized = [tokenize_example(tokenizer, ex, train.max_length) for ex in examples]
     return train_loop(model, tokenized, train, epochs=epochs, pad_id=tokenizer.pad_token_id,
-                      description=description, show_progress=show_progress)
+                      description=description, show_progress=show_progress,
+                      on_epoch_end=on_epoch_end)
 
 
 def detach_adapter(peft_model):

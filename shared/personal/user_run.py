@@ -8,8 +8,9 @@ profile) and saved, retrieval indexes the user's history once. Families call bac
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +21,7 @@ from oppu.shared.personal.evaluation import (
     EvalQuery,
     EvalResult,
     evaluate_queries,
+    heldout_queries,
     metric_labels,
 )
 from oppu.shared.personal.private_adapter import (
@@ -29,6 +31,13 @@ from oppu.shared.personal.private_adapter import (
 )
 from oppu.shared.personal.profiles import ProfileCache, build_profile, model_id_of
 from oppu.shared.personal.recipe import PersonalizeSettings
+from oppu.shared.personal.selection import (
+    SelectionReport,
+    SelectionSettings,
+    choose,
+    run_grid,
+    validation_split,
+)
 from oppu.shared.personal.variants import Variant
 from oppu.shared.retrieval import HistoryIndex
 from oppu.shared.tasks import TaskSpec
@@ -43,6 +52,8 @@ class AdapterSink(Protocol):
     def metadata(self, name: str) -> dict: ...
     def load(self, base_model, name: str, *, trainable: bool = False): ...
     def save(self, peft_model, name: str, metadata: dict) -> Path: ...
+    def path(self, name: str) -> Path: ...
+    def record_choice(self, name: str, choice: dict) -> None: ...
 
 
 def user_profile(model, tokenizer, task: TaskSpec, history: Sequence[Mapping], mode: str,
@@ -91,7 +102,9 @@ class UserRun:
     resume: bool = False
     base_source: str = ""
     show_progress: bool = False
+    selection: SelectionSettings | None = None
     adapters: dict[str, str] = field(default_factory=dict)
+    selections: dict[str, SelectionReport] = field(default_factory=dict)
     trained: dict[tuple, TrainedAdapter] = field(default_factory=dict)
     _profiles: dict[str, str | None] = field(default_factory=dict)
 
@@ -145,6 +158,11 @@ class UserRun:
                                               k=variant.k, profile=variant.profile)
         profile = self.profile(variant.profile)
         name = self._adapter_name(variant)
+        continuing = self.resume and self.store is not None and self.store.exists(name)
+        if self.selection is not None and not continuing:
+            selected = select_adapter(self, variant, settings, profile, name, self.selection)
+            if selected is not None:
+                return selected
         seen: set[str] = set()
         if self.resume and self.store is not None and self.store.exists(name):
             seen = set(self.store.metadata(name).get("trained_item_keys", []))
@@ -164,15 +182,20 @@ class UserRun:
             result = self.evaluate(peft_model, variant.k, variant.profile)
             path = None
             if self.store is not None and report is not None:
-                meta = adapter_metadata(
-                    self.task, settings, base_model=self.base_source or model_id_of(self.model),
-                    peft=settings.peft.method, profile=profile, labels=self.labels,
-                    item_keys=seen | {item_key(i) for i in new_items},
-                    history_items=len(seen) + len(new_items), variant=variant.name)
-                path = str(self.store.save(peft_model, name, meta))
+                path = self.save(peft_model, variant, settings, profile,
+                                 seen | {item_key(i) for i in new_items})
         finally:
             detach_adapter(peft_model)  # the base is clean again for the next variant or user
         return TrainedAdapter(result, path, report)
+
+    def save(self, peft_model, variant: Variant, settings: PersonalizeSettings,
+             profile: str | None, item_keys: set[str], **extra: object) -> str:
+        """Save the variant's adapter with what it was trained on (``store`` must be set)."""
+        meta = adapter_metadata(
+            self.task, settings, base_model=self.base_source or model_id_of(self.model),
+            peft=settings.peft.method, profile=profile, labels=self.labels,
+            item_keys=item_keys, history_items=len(item_keys), variant=variant.name, **extra)
+        return str(self.store.save(peft_model, self._adapter_name(variant), meta))
 
     def _adapter_name(self, variant: Variant) -> str:
         if self.adapter_name is not None:
@@ -187,3 +210,97 @@ class UserRun:
             return self.evaluate(peft_model, k)
         finally:
             detach_adapter(peft_model)
+
+
+
+def select_adapter(run: UserRun, variant: Variant, settings: PersonalizeSettings,
+                   profile: str | None, name: str, selection: SelectionSettings
+                   ) -> TrainedAdapter | None:
+    """Choose the recipe on the user's newest training items (``selection`` module) and keep
+    what validates best: the new adapter, the previous one or the base. None when there are
+    too few items to choose on (the recipe as given then trains on all of them)."""
+    from peft import get_peft_model_state_dict
+
+    split = validation_split(run.history, selection)
+    if split is None:
+        return None
+    started = time.perf_counter()
+    fit, val = split
+    val_queries = heldout_queries(run.task, fit, val, run.labels)
+    labels = run.labels if run.labels is not None else metric_labels(run.task, val_queries)
+    metric = make_metric(run.task.kind, labels)
+
+    def score_of(model) -> float:
+        result = evaluate_queries(model, run.tokenizer, run.task, val_queries, k=variant.k,
+                                  profile=profile, labels=labels)
+        return metric.selection_score(result.stats)
+
+    previous_score = None
+    if run.store is not None and run.store.exists(name):
+        previous = run.store.load(run.model, name)
+        try:
+            previous_score = score_of(previous)
+        finally:
+            detach_adapter(previous)
+    current: dict[str, object] = {}
+
+    def train(lr: float, on_epoch_end) -> None:
+        grid_settings = replace(settings, train=replace(settings.train, lr=lr,
+                                                        epochs=selection.max_epochs))
+        current["model"] = attach_fresh_adapter(run.model, settings.peft,
+                                                seed=settings.train.seed)
+        try:
+            current[lr] = train_private_adapter(
+                current["model"], run.tokenizer, run.task, fit, grid_settings,
+                labels=run.labels, profile=profile, show_progress=run.show_progress,
+                description=f"{variant.name} lr {lr:g}", on_epoch_end=on_epoch_end)
+        finally:
+            detach_adapter(current["model"])
+
+    def snapshot() -> dict:
+        weights = get_peft_model_state_dict(current["model"])
+        return {key: value.detach().clone() for key, value in weights.items()}
+
+    report = SelectionReport(metric.primary, metric.higher_is_better, len(fit), len(val),
+                             score_of(run.model), previous_score, [])
+    report.grid, best_state = run_grid(selection, train, lambda: score_of(current["model"]),
+                                       snapshot)
+    report.chosen = choose(report.base_score, previous_score, report.best.best_score)
+    report.seconds = time.perf_counter() - started
+    run.selections[variant.name] = report
+    trained = _kept(run, variant, settings, profile, name, report, best_state, fit)
+    if run.store is not None:  # after any save: a saved adapter supersedes older choices
+        run.store.record_choice(name, report.to_dict())
+    if report.chosen == "adapter":
+        trained.report = current[report.best.lr]
+    return trained
+
+
+def _kept(run: UserRun, variant: Variant, settings: PersonalizeSettings, profile: str | None,
+          name: str, report: SelectionReport, best_state: dict, fit: Sequence[Mapping]
+          ) -> TrainedAdapter:
+    """Evaluate what selection kept; a new adapter is saved with the recipe it chose."""
+    from peft import set_peft_model_state_dict
+
+    if report.chosen == "previous":
+        previous = run.store.load(run.model, name)
+        try:
+            return TrainedAdapter(run.evaluate(previous, variant.k, variant.profile),
+                                  str(run.store.path(name)), None)
+        finally:
+            detach_adapter(previous)
+    if report.chosen == "base":
+        return TrainedAdapter(run.evaluate(run.model, variant.k, variant.profile), None, None)
+    chosen = replace(settings, train=replace(settings.train, lr=report.best.lr,
+                                             epochs=report.best.best_epoch))
+    peft_model = attach_fresh_adapter(run.model, settings.peft, seed=settings.train.seed)
+    try:
+        set_peft_model_state_dict(peft_model, best_state)
+        result = run.evaluate(peft_model, variant.k, variant.profile)
+        path = None
+        if run.store is not None:
+            path = run.save(peft_model, variant, chosen, profile,
+                            {item_key(i) for i in fit}, selection=report.to_dict())
+    finally:
+        detach_adapter(peft_model)
+    return TrainedAdapter(result, path, None)

@@ -14,7 +14,7 @@ from oppu.shared.cli_support import (
     quiet_libraries,
     stop_cleanly_on_sigterm,
 )
-from oppu.shared.personal.recipe import recipe_from_options, recipe_options
+from oppu.shared.personal.recipe import DEFAULT_RECIPE, recipe_from_options, recipe_options
 from oppu.shared.personal.recipe_options import (
     BatchSizeOpt,
     EpochsOpt,
@@ -25,9 +25,6 @@ from oppu.shared.personal.recipe_options import (
     SeedOpt,
 )
 from oppu.shared.personal.suite import PRESETS, parse_suite, suite_help
-from oppu.simulations.quickstart import small_model_personal_settings
-
-DEFAULT_RECIPE = small_model_personal_settings()
 
 
 def suite_names(text: str) -> tuple[str, ...]:

@@ -1,0 +1,134 @@
+"""Local recipe selection: the user's newest training items choose the recipe, and an adapter
+is kept only where it validates better than the base (and the previous adapter).
+
+The grid logic is tested with stand-in training and scoring functions; the promise itself on
+the real embedded model: with defaults (no hand-set learning rate) a user the base cannot
+know gets an adapter that beats the base, and a user whose history carries nothing the base
+does not already do keeps the base, is told so, and ``ask`` answers from the base.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import DYSTOPIA_MOVIES as MOVIES
+from typer.testing import CliRunner
+
+from oppu.client.adapter_store import AdapterStore
+from oppu.shared.personal.pipeline import personalize_user
+from oppu.shared.personal.recipe import DEFAULT_RECIPE
+from oppu.shared.personal.selection import (
+    GridPoint,
+    SelectionReport,
+    SelectionSettings,
+    choose,
+    run_grid,
+    validation_split,
+)
+from oppu.shared.tasks import get_task
+
+
+def test_validation_is_the_newest_share_and_needs_enough_items() -> None:
+    items = [{"i": i} for i in range(20)]
+    fit, val = validation_split(items, SelectionSettings(val_share=0.2, min_val_items=3))
+    assert [x["i"] for x in val] == [16, 17, 18, 19] and len(fit) == 16
+    fit, val = validation_split(items, SelectionSettings(val_share=0.1, min_val_items=5))
+    assert len(val) == 5  # the minimum wins over a smaller share
+    assert validation_split(items[:9], SelectionSettings(min_val_items=5)) is None
+
+
+def test_grid_stops_each_point_early_and_keeps_the_best_epoch_overall() -> None:
+    curves = {1.0: [0.2, 0.5, 0.4, 0.9], 2.0: [0.6, 0.7, 0.7], 3.0: [0.1, 0.1, 0.1]}
+    trained: dict[float, int] = {}
+    state = {}
+
+    def train(lr, on_epoch_end):
+        for epoch, value in enumerate(curves[lr]):
+            state.update(lr=lr, epoch=epoch, value=value)
+            trained[lr] = epoch + 1
+            if on_epoch_end(epoch):
+                return
+
+    points, best = run_grid(SelectionSettings(lrs=(1.0, 2.0, 3.0), max_epochs=3, patience=1),
+                            train, lambda: state["value"], lambda: dict(state))
+    assert trained == {1.0: 3, 2.0: 3, 3.0: 2}  # 1.0 stops after its dip; 3.0 never improves
+    assert [p.scores for p in points] == [[0.2, 0.5, 0.4], [0.6, 0.7, 0.7], [0.1, 0.1]]
+    assert best == {"lr": 2.0, "epoch": 1, "value": 0.7}  # the 0.9 lay past max_epochs
+    assert (points[1].best_epoch, points[1].best_score) == (2, 0.7)
+
+
+def test_choice_needs_a_strictly_better_adapter() -> None:
+    assert choose(0.5, None, 0.6) == "adapter"
+    assert choose(0.5, None, 0.5) == "base"  # a tie keeps what the user already has
+    assert choose(0.5, 0.7, 0.6) == "previous"
+    assert choose(0.5, 0.4, 0.45) == "base"
+    assert choose(0.5, 0.55, 0.6) == "adapter"
+
+
+def test_the_summary_says_what_is_used_with_the_numbers() -> None:
+    report = SelectionReport("mae", False, 20, 5, -1.0, None, [GridPoint(1e-3, [-1.4, -1.2])],
+                             chosen="base")
+    text = report.summary()
+    assert "base 1.000" in text and "best new adapter 1.200 (lr 0.001, 2 epochs)" in text
+    assert "the base is used" in text
+    assert json.loads(json.dumps(report.to_dict()))["best"] == {
+        "lr": 1e-3, "epochs": 2, "score": -1.2}
+
+
+# ---- the real model -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_defaults_learn_a_user_the_base_cannot_know(base, user_dir) -> None:
+    """LaMP-2M "dystopia" tagger, default recipe and selection: no hand-set learning rate."""
+    history = [{"description": text, "tag": "dystopia"} for text in MOVIES]
+    outcome = personalize_user(base.model, base.tokenizer, get_task("LaMP_2M"), history,
+                               DEFAULT_RECIPE, store=AdapterStore(user_dir), holdout=8,
+                               show_progress=False, selection=SelectionSettings())
+    selection = outcome.selection
+    print(f"\n{selection.summary()} {outcome.seconds:.0f} s "
+          f"(selection {selection.seconds:.0f} s)")
+    assert selection.chosen == "adapter" and outcome.adapter_path is not None
+    assert selection.best.best_score > selection.base_score
+    assert outcome.personal.metrics["accuracy"] >= outcome.baseline.metrics["accuracy"] + 0.5
+    saved = AdapterStore(user_dir).metadata("LaMP_2M")
+    assert saved["selection"]["best"]["lr"] == selection.best.lr
+    assert saved["train"]["lr"] == selection.best.lr
+
+
+@pytest.mark.slow
+def test_a_user_without_signal_keeps_the_base_and_ask_answers_from_it(base, tmp_path) -> None:
+    """Ratings that are exactly the base's own answers: no adapter can beat the base there."""
+    from oppu.client.cli import app
+    from oppu.shared.personal.evaluation import predict
+
+    task = get_task("LaMP_3")
+    texts = [f"The {p} arrived on {d}. It does what the box says." for p in
+             ("kettle", "scarf", "lamp", "mug", "clock", "chair") for d in
+             ("Monday", "Friday", "a rainy day", "time")]
+    items = []
+    for text in texts:
+        query = task.query_from_item({"text": text, "score": "3"})[0]
+        items.append({"text": text, "score": predict(base.model, base.tokenizer, task, query)})
+    history = tmp_path / "history.jsonl"
+    history.write_text("".join(json.dumps(item) + "\n" for item in items))
+    data_dir = tmp_path / "me"
+    runner = CliRunner()
+
+    trained = runner.invoke(app, ["train", "--history", str(history), "--task", "LaMP_3",
+                                  "--data-dir", str(data_dir), "--device", "cpu",
+                                  "--batch-size", "8"])
+    assert trained.exit_code == 0, trained.output
+    assert "no adapter beat the base model: the base is used" in trained.output
+    store = AdapterStore(data_dir)
+    assert store.uses_base("LaMP_3") and not store.exists("LaMP_3")
+
+    review = "The lamp arrived on Monday. It does what the box says."
+    asked = runner.invoke(app, ["ask", "--task", "LaMP_3", "--data-dir", str(data_dir),
+                                "--device", "cpu", review])
+    assert asked.exit_code == 0, asked.output
+    assert "answering with the base" in asked.output
+    query = task.query_from_item({"text": review, "score": "3"})[0]
+    assert asked.output.strip().splitlines()[-1] == predict(base.model, base.tokenizer, task,
+                                                            query)
