@@ -49,6 +49,8 @@ class MetricSpec(ABC):
     primary: str
     """The metric a choice is made on (accuracy, MAE, ROUGE-1: the paper's first column)."""
     higher_is_better: bool = True
+    perfect_score: float = 1.0
+    """The best ``selection_score`` there is (accuracy or ROUGE 1, MAE 0): nothing beats it."""
     max_value: float = MAX_STAT_VALUE
     """Largest value any statistic may take (see ``MAX_STAT_VALUE``)."""
 
@@ -272,6 +274,7 @@ class RatingMetric(MetricSpec):
     kind = "rating"
     primary = "mae"
     higher_is_better = False
+    perfect_score = 0.0
 
     def __init__(self, labels: Sequence[str] = DEFAULT_RATING_LABELS):
         try:

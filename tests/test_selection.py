@@ -64,6 +64,7 @@ def test_choice_needs_a_strictly_better_adapter() -> None:
     assert choose(0.5, 0.7, 0.6) == "previous"
     assert choose(0.5, 0.4, 0.45) == "base"
     assert choose(0.5, 0.55, 0.6) == "adapter"
+    assert choose(1.0, None, None) == "base"  # nothing was trained: the base was perfect
 
 
 def test_the_summary_says_what_is_used_with_the_numbers() -> None:
@@ -74,6 +75,8 @@ def test_the_summary_says_what_is_used_with_the_numbers() -> None:
     assert "the base is used" in text
     assert json.loads(json.dumps(report.to_dict()))["best"] == {
         "lr": 1e-3, "epochs": 2, "score": -1.2}
+    perfect = SelectionReport("accuracy", True, 20, 5, 1.0, None, [], chosen="base")
+    assert "no adapter was trained" in perfect.summary() and perfect.to_dict()["best"] is None
 
 
 # ---- the real model -----------------------------------------------------------------------
@@ -123,6 +126,18 @@ def test_a_user_without_signal_keeps_the_base_and_ask_answers_from_it(base, tmp_
     assert "no adapter beat the base model: the base is used" in trained.output
     store = AdapterStore(data_dir)
     assert store.uses_base("LaMP_3") and not store.exists("LaMP_3")
+
+    heldout = tmp_path / "heldout.jsonl"
+    heldout.write_text("".join(json.dumps(item) + "\n" for item in items[-4:]))
+    report = tmp_path / "evaluation.json"
+    scored = runner.invoke(app, ["evaluate", "--history", str(heldout), "--train-history",
+                                 str(history), "--task", "LaMP_3", "--data-dir", str(data_dir),
+                                 "--device", "cpu", "--out", str(report)])
+    assert scored.exit_code == 0, scored.output
+    assert "`ask` answers with the base" in scored.output
+    results = json.loads(report.read_text())["results"]
+    assert set(results) == {"base", "your majority label"}  # no adapter was kept
+    assert results["base"]["metrics"]["mae"] == 0.0  # its own answers are the golds here
 
     review = "The lamp arrived on Monday. It does what the box says."
     asked = runner.invoke(app, ["ask", "--task", "LaMP_3", "--data-dir", str(data_dir),

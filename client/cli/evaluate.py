@@ -25,6 +25,7 @@ from oppu.client.cli.options import (
     UserOpt,
     adapter_store,
 )
+from oppu.client.cli.report import print_results
 from oppu.shared.atomic import write_text_atomic
 from oppu.shared.cli_support import console, friendly_errors, quiet_libraries
 from oppu.shared.data import read_history
@@ -116,16 +117,7 @@ def _majority(spec, train, queries, labels) -> EvalResult:
 
 
 def _print(task: str, rows: dict[str, EvalResult], count: int, uses_base: bool) -> None:
-    from rich.table import Table
-
-    names = [k for k in next(iter(rows.values())).metrics if k != "count"]
-    table = Table(title=f"{task}: {count} held-out items")
-    table.add_column("model")
-    for name in names:
-        table.add_column(name, justify="right")
-    for label, result in rows.items():
-        table.add_row(label, *(f"{result.metrics[n]:.3f}" for n in names))
-    console.print(table)
+    print_results(f"{task}: {count} held-out items", list(rows.items()))
     if uses_base:
         console.print("Your last training kept the base model (no adapter beat it on your "
                       "own items): `ask` answers with the base.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from oppu.shared.cli_support import console
+from oppu.shared.personal.evaluation import EvalResult
 from oppu.shared.personal.pipeline import Outcome
 
 
@@ -15,9 +16,8 @@ def print_outcome(outcome: Outcome) -> None:
         console.print(f"Recipe selection ({tried}) took {selection.seconds:.0f} s of "
                       f"{outcome.seconds:.0f} s.")
         console.print(selection.summary())
-    if selection is not None and selection.chosen != "adapter":
-        pass  # nothing was trained to keep: the summary said what is used instead
-    elif outcome.report is not None:
+    kept_other = selection is not None and selection.chosen != "adapter"
+    if outcome.report is not None and not kept_other:  # else the summary said what is used
         r = outcome.report
         console.print(
             f"Trained on {outcome.train_items} items: {r.steps} steps, {r.tokens} tokens in "
@@ -26,7 +26,7 @@ def print_outcome(outcome: Outcome) -> None:
         )
         if r.truncated:
             console.print(f"[yellow]{r.truncated} over-long item(s) were truncated.[/]")
-    else:
+    elif not kept_other:
         console.print("No new history items: the adapter is unchanged.")
     if outcome.adapter_path and (selection is None or selection.chosen == "adapter"):
         console.print(f"Adapter saved to {outcome.adapter_path}")
@@ -38,8 +38,13 @@ def print_outcome(outcome: Outcome) -> None:
     if not rows:
         console.print("No held-out items to evaluate on (history too short or not evaluable).")
         return
+    print_results(f"{outcome.task}: {outcome.evaluated_queries} held-out queries", rows)
+
+
+def print_results(title: str, rows: list[tuple[str, EvalResult]]) -> None:
+    """One table: a row per model, a column per metric (the task's, without the count)."""
     names = [k for k in rows[0][1].metrics if k != "count"]
-    table = Table(title=f"{outcome.task}: {outcome.evaluated_queries} held-out queries")
+    table = Table(title=title)
     table.add_column("model")
     for name in names:
         table.add_column(name, justify="right")

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 
 from oppu.shared.errors import ConfigError, brief
-from oppu.shared.federation.aggregation_modes import SEALED, SECAGG
+from oppu.shared.federation.aggregation_modes import AGGREGATIONS, AUTO, SEALED, SECAGG
 from oppu.shared.federation.keys import PERSONAL_BLOCK, RoundKey
 from oppu.shared.personal.peft_methods import PEFT_METHODS
 from oppu.shared.personal.recipe import (
@@ -79,9 +79,10 @@ class RoundConfig:
                     if (p := _field_problem(f.name, f.type, getattr(self, f.name)))]
         if problems:
             raise ConfigError("invalid round config: " + "; ".join(problems))
-        if self.aggregation not in (SECAGG, SEALED):
-            raise ConfigError(f"round config key '{RoundKey.AGGREGATION}' must be {SECAGG!r} "
-                              f"or {SEALED!r}, got {brief(self.aggregation)}.")
+        modes = [mode for mode in AGGREGATIONS if mode != AUTO]  # a round runs a chosen one
+        if self.aggregation not in modes:
+            raise ConfigError(f"round config key '{RoundKey.AGGREGATION}' must be one of "
+                              f"{', '.join(map(repr, modes))}, got {brief(self.aggregation)}.")
         if self.aggregation == SEALED and len(self.sealing_key) not in (0, 32):
             raise ConfigError(f"round config key '{RoundKey.SEALING_KEY}': the sealing key "
                               "must be a raw 32-byte X25519 public key.")

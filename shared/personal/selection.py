@@ -75,8 +75,9 @@ class SelectionReport:
     seconds: float = 0.0
 
     @property
-    def best(self) -> GridPoint:
-        return max(self.grid, key=lambda p: p.best_score)  # max keeps the first among equals
+    def best(self) -> GridPoint | None:
+        """The best grid point (the first among equals); None when nothing was trained."""
+        return max(self.grid, key=lambda p: p.best_score) if self.grid else None
 
     def shown(self, score: float) -> float:
         """A score in the metric's own sign (MAE positive again)."""
@@ -88,8 +89,11 @@ class SelectionReport:
                  f"base {self.shown(self.base_score):.3f}"]
         if self.previous_score is not None:
             parts.append(f"previous adapter {self.shown(self.previous_score):.3f}")
-        parts.append(f"best new adapter {self.shown(best.best_score):.3f} (lr {best.lr:g}, "
-                     f"{best.best_epoch} epochs)")
+        if best is None:
+            parts.append("nothing can beat that score, so no adapter was trained")
+        else:
+            parts.append(f"best new adapter {self.shown(best.best_score):.3f} "
+                         f"(lr {best.lr:g}, {best.best_epoch} epochs)")
         verdict = {"adapter": "the new adapter is used",
                    "previous": "no new adapter beat your previous one: it stays in use",
                    "base": "no adapter beat the base model: the base is used"}[self.chosen]
@@ -97,8 +101,9 @@ class SelectionReport:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data["best"] = {"lr": self.best.lr, "epochs": self.best.best_epoch,
-                        "score": self.best.best_score}
+        best = self.best
+        data["best"] = None if best is None else {"lr": best.lr, "epochs": best.best_epoch,
+                                                  "score": best.best_score}
         return data
 
 
@@ -140,9 +145,10 @@ def run_grid(settings: SelectionSettings, train: Callable[[float, Callable[[int]
     return points, best_state
 
 
-def choose(base_score: float, previous_score: float | None, best_score: float) -> str:
+def choose(base_score: float, previous_score: float | None, best_score: float | None) -> str:
     """The new adapter only if strictly better than the base and the previous adapter."""
-    if best_score > base_score and (previous_score is None or best_score > previous_score):
+    if best_score is not None and best_score > base_score and (
+            previous_score is None or best_score > previous_score):
         return "adapter"
     if previous_score is not None and previous_score > base_score:
         return "previous"

@@ -263,9 +263,14 @@ def select_adapter(run: UserRun, variant: Variant, settings: PersonalizeSettings
 
     report = SelectionReport(metric.primary, metric.higher_is_better, len(fit), len(val),
                              score_of(run.model), previous_score, [])
-    report.grid, best_state = run_grid(selection, train, lambda: score_of(current["model"]),
-                                       snapshot)
-    report.chosen = choose(report.base_score, previous_score, report.best.best_score)
+    best_state = None
+    known = max(s for s in (report.base_score, previous_score) if s is not None)
+    if known < metric.perfect_score:  # else nothing could beat it: train nothing
+        report.grid, best_state = run_grid(selection, train,
+                                           lambda: score_of(current["model"]), snapshot)
+    best = report.best
+    report.chosen = choose(report.base_score, previous_score,
+                           best.best_score if best is not None else None)
     report.seconds = time.perf_counter() - started
     run.selections[variant.name] = report
     trained = _kept(run, variant, settings, profile, name, report, best_state, fit)
@@ -277,7 +282,7 @@ def select_adapter(run: UserRun, variant: Variant, settings: PersonalizeSettings
 
 
 def _kept(run: UserRun, variant: Variant, settings: PersonalizeSettings, profile: str | None,
-          name: str, report: SelectionReport, best_state: dict, fit: Sequence[Mapping]
+          name: str, report: SelectionReport, best_state: dict | None, fit: Sequence[Mapping]
           ) -> TrainedAdapter:
     """Evaluate what selection kept; a new adapter is saved with the recipe it chose."""
     from peft import set_peft_model_state_dict
