@@ -33,8 +33,9 @@ def query_input_for(spec: TaskSpec, text: str, labels: tuple[str, ...] | None) -
 
 @friendly_errors
 def ask(
-    query: Annotated[str, typer.Argument(help="Your query: plain text or a full task input.")],
-    task: TaskOpt,
+    query: Annotated[str | None, typer.Argument(
+        help="Your query: plain text or a full task input.")] = None,
+    task: TaskOpt = ...,
     user: UserOpt = "default",
     data_dir: DataDirOpt = None,
     base_model: BaseModelOpt = None,
@@ -47,8 +48,11 @@ def ask(
     no_adapter: Annotated[
         bool, typer.Option("--no-adapter", help="Answer with the base only, to compare.")
     ] = False,
+    queries: Annotated[Path | None, typer.Option(
+        "--queries", help="A file of queries, one per line: answered in one call (the model "
+        "loads once), one answer per line.")] = None,
 ) -> None:
-    """Answer a query with your personal adapter, on this machine."""
+    """Answer a query (or a file of them) with your personal adapter, on this machine."""
     quiet_libraries()
     from oppu.shared.data import read_history
     from oppu.shared.llm.model import load_base_model
@@ -67,14 +71,29 @@ def ask(
     if base_model is None and meta.get("base_model") not in (None, "", "embedded"):
         base_model = meta["base_model"]
     labels = tuple(meta["labels"]) if meta.get("labels") else None
-    query_input = query_input_for(spec, query, labels)
-    retrieved = []
-    if k > 0:
-        if history is None:
-            raise ValueError("--k > 0 retrieves from your history: pass --history YOUR_FILE.")
-        retrieved = retrieve(spec, read_history(history, spec), query_input, k)
+    texts = _query_texts(query, queries)
+    items = read_history(history, spec) if k > 0 and history is not None else []
+    if k > 0 and history is None:
+        raise ValueError("--k > 0 retrieves from your history: pass --history YOUR_FILE.")
     model, tokenizer, _ = load_base_model(base_model, device=device)
     if not no_adapter:
         model = store.load(model, spec.name)
     profile = None if no_adapter else meta.get("profile_text")
-    typer.echo(predict(model, tokenizer, spec, query_input, retrieved=retrieved, profile=profile))
+    for text in texts:
+        query_input = query_input_for(spec, text, labels)
+        retrieved = retrieve(spec, items, query_input, k) if k > 0 else []
+        typer.echo(predict(model, tokenizer, spec, query_input, retrieved=retrieved,
+                           profile=profile))
+
+
+def _query_texts(query: str | None, queries: Path | None) -> list[str]:
+    """The query argument, or the non-empty lines of ``--queries`` (exactly one of them)."""
+    if (query is None) == (queries is None):
+        raise ValueError("Give one query as an argument, or a file of them with --queries.")
+    if query is not None:
+        return [query]
+    texts = [line.strip() for line in queries.read_text(encoding="utf-8").splitlines()]
+    texts = [text for text in texts if text]
+    if not texts:
+        raise ValueError(f"{queries} holds no query (one per line).")
+    return texts
