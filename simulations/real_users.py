@@ -130,7 +130,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task-file", type=Path, help="TOML/JSON declaring a custom task.")
     parser.add_argument("--out", type=Path, default=Path("runs/real_users"))
     parser.add_argument("--limit", type=int, default=0, help="At most this many users.")
+    parser.add_argument("--summary-only", action="store_true",
+                        help="Summarize the users already done; train nobody.")
     args = parser.parse_args(argv)
+    if args.summary_only:
+        paths = sorted((args.out / "records").glob("*.json"))
+        summary = summarize([json.loads(path.read_text()) for path in paths])
+        print(markdown(summary))
+        publish_result(summary, args.out / "summary.json", JSON_PREFIX)
+        return
 
     from oppu.shared.cli_support import quiet_libraries
     from oppu.shared.llm.model import load_base_model

@@ -155,3 +155,25 @@ def test_a_user_without_signal_keeps_the_base_and_ask_answers_from_it(base, tmp_
     assert batch.exit_code == 0, batch.output
     assert batch.output.strip().splitlines()[-2:] == [asked.output.strip().splitlines()[-1],
                                                       items[0]["score"]]
+
+
+def test_real_user_summary_pools_users_and_tests_pairs_exactly() -> None:
+    from oppu.simulations.real_users import markdown, mcnemar, summarize
+
+    records = [
+        {"user": "a", "golds": ["x", "x", "y", "y"], "base": ["y", "y", "y", "y"],
+         "adapter": ["x", "x", "y", "x"], "majority_label": "x", "chosen": "adapter",
+         "seconds_total": 1.0},
+        {"user": "b", "golds": ["y", "y"], "base": ["y", "y"], "adapter": ["y", "y"],
+         "majority_label": "y", "chosen": "base", "seconds_total": 1.0},
+    ]
+    summary = summarize(records)
+    assert summary["queries"] == 6
+    assert summary["pooled"] == {"base": 4 / 6, "adapter": 5 / 6, "majority": 4 / 6}
+    assert (summary["users_adapter_beats_base"], summary["users_adapter_below_base"]) == (1, 0)
+    # adapter right where the base is wrong on 2 items, wrong where it is right on 1
+    assert summary["adapter_vs_base"] == mcnemar([True, True, True, False, True, True],
+                                                 [False, False, True, True, True, True])
+    assert summary["adapter_vs_base"]["a_only"] == 2 and summary["adapter_vs_base"]["b_only"] == 1
+    assert summary["adapter_vs_base"]["p"] == 1.0  # 2 vs 1 discordant pairs: exact binomial
+    assert "| **pooled (6 items)** | | 0.667 | 0.833 | 0.667 |" in markdown(summary)
