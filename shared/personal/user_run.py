@@ -164,7 +164,7 @@ class UserRun:
             if selected is not None:
                 return selected
         seen: set[str] = set()
-        if self.resume and self.store is not None and self.store.exists(name):
+        if continuing:
             seen = set(self.store.metadata(name).get("trained_item_keys", []))
             peft_model = self.store.load(self.model, name, trainable=True)
         else:
@@ -210,7 +210,6 @@ class UserRun:
             return self.evaluate(peft_model, k)
         finally:
             detach_adapter(peft_model)
-
 
 
 def select_adapter(run: UserRun, variant: Variant, settings: PersonalizeSettings,
