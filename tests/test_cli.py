@@ -20,8 +20,8 @@ def run(*args: str, home: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("script, commands", [
-    ("oppu-client", ["train", "ask", "validate", "join", "keygen"]),
-    ("oppu-coordinator", ["adapt", "demo", "start", "enroll"]),
+    ("oppu-client", ["train", "ask", "evaluate", "validate", "join", "keygen"]),
+    ("oppu-coordinator", ["adapt", "demo", "start", "enroll", "simulate"]),
 ])
 def test_help_lists_commands(script, commands, tmp_path):
     result = run(script, "--help", home=tmp_path)
