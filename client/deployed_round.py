@@ -54,6 +54,7 @@ def run_deployed_round(round_cfg: RoundConfig, context: Context) -> list[float]:
     metric = make_metric(task.kind, labels)
     vector = outcome.vector(metric)
     metrics = {v: r.metrics for v, r in outcome.results.items()}
+    seconds = time.perf_counter() - started
     record = node.data_dir / "federation" / f"run-{context.run_id}-round-{round_cfg.round}.json"
     record.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(record, json.dumps({
@@ -64,9 +65,8 @@ def run_deployed_round(round_cfg: RoundConfig, context: Context) -> list[float]:
         "metrics": metrics if round_cfg.suite else metrics[primary],
         "train_items": outcome.train_items, "evaluated": outcome.queries,
         "selection": {v: s.to_dict() for v, s in outcome.selections.items()},
-        "seconds": time.perf_counter() - started}, indent=2))
-    log.info("round %d done in %.0f s; your metrics: %s", round_cfg.round,
-             time.perf_counter() - started, metrics)
+        "seconds": seconds}, indent=2))
+    log.info("round %d done in %.0f s; your metrics: %s", round_cfg.round, seconds, metrics)
     return vector
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections import Counter
 from pathlib import Path
 
 from oppu.shared.atomic import write_text_atomic
@@ -35,6 +34,7 @@ def run_user(folder: Path, task_name: str, out: Path, model, tokenizer) -> dict:
     from oppu.shared.personal.private_adapter import detach_adapter
     from oppu.shared.personal.recipe import DEFAULT_RECIPE
     from oppu.shared.personal.selection import SelectionSettings
+    from oppu.shared.personal.user_run import majority_label
     from oppu.shared.tasks import get_task
 
     task = get_task(task_name)
@@ -56,8 +56,7 @@ def run_user(folder: Path, task_name: str, out: Path, model, tokenizer) -> dict:
             used = evaluate_queries(peft_model, tokenizer, task, queries, labels=labels)
         finally:
             detach_adapter(peft_model)
-    counts = Counter(str(item[task.target_field]).strip() for item in history)
-    majority = counts.most_common(1)[0][0]
+    majority = majority_label(task, history)
     golds = [q.gold for q in queries]
     selection = outcome.selection
     return {

@@ -15,6 +15,7 @@ from oppu.client.cli.options import (
     TaskOpt,
     UserOpt,
     adapter_store,
+    trained_base,
 )
 from oppu.shared.cli_support import friendly_errors, quiet_libraries
 from oppu.shared.personal.recipe_options import KOpt
@@ -68,8 +69,8 @@ def ask(
     if not no_adapter:
         store.require(spec.name)
     meta = store.metadata(spec.name)
-    if base_model is None and meta.get("base_model") not in (None, "", "embedded"):
-        base_model = meta["base_model"]
+    if base_model is None:
+        base_model = trained_base(meta)
     labels = tuple(meta["labels"]) if meta.get("labels") else None
     texts = _query_texts(query, queries)
     items = read_history(history, spec) if k > 0 and history is not None else []

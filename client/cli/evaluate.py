@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +23,7 @@ from oppu.client.cli.options import (
     TaskOpt,
     UserOpt,
     adapter_store,
+    trained_base,
 )
 from oppu.client.cli.report import print_results
 from oppu.shared.atomic import write_text_atomic
@@ -37,6 +37,7 @@ from oppu.shared.personal.evaluation import (
     metric_labels,
 )
 from oppu.shared.personal.private_adapter import detach_adapter
+from oppu.shared.personal.user_run import majority_label
 from oppu.shared.tasks import TaskKind, get_task
 
 
@@ -74,7 +75,9 @@ def evaluate(
         raise ValueError(f"{history} holds no item with an answer to score.")
     labels = labels or metric_labels(spec, queries)  # one label set for every row
     k = int(meta.get("k") or 0)
-    model, tokenizer, _ = load_base_model(base_model or _trained_base(meta), device=device)
+    if base_model is None:
+        base_model = trained_base(meta)
+    model, tokenizer, _ = load_base_model(base_model, device=device)
     started = time.perf_counter()
     rows: dict[str, EvalResult] = {
         "base": evaluate_queries(model, tokenizer, spec, queries, k=k, labels=labels)}
@@ -100,15 +103,8 @@ def evaluate(
     console.print(f"Written to {target}")
 
 
-def _trained_base(meta: dict) -> str | None:
-    base = meta.get("base_model")
-    return None if base in (None, "", "embedded") else base
-
-
 def _majority(spec, train, queries, labels) -> EvalResult:
-    counts = Counter(str(i.get(spec.target_field, "")).strip() for i in train)
-    counts.pop("", None)
-    label = counts.most_common(1)[0][0] if counts else ""
+    label = majority_label(spec, train)
     golds = [q.gold for q in queries]
     metric = make_metric(spec.kind, labels)
     stats = metric.stats_for([label] * len(queries), golds)

@@ -40,6 +40,12 @@ PassphraseEnvOpt = Annotated[
 
 
 
+def trained_base(meta: dict) -> str | None:
+    """The base an adapter was trained on, from its metadata (None: the embedded model)."""
+    base = meta.get("base_model")
+    return None if base in (None, "", "embedded") else base
+
+
 def adapter_store(
     user: str, data_dir: Path | None, passphrase_env: str | None = None
 ) -> AdapterStore:

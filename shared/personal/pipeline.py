@@ -98,10 +98,8 @@ def run_variants(
     run = UserRun(model, tokenizer, task, list(history), list(queries), recipe,
                   tuple(labels) if labels is not None else None, store,
                   Path(pooled_adapter) if pooled_adapter is not None else None,
-                  adapter_name=lambda v: task.name if v.name == primary else
-                  f"{task.name}.{v.name}",
-                  resume=resume, base_source=base_source, show_progress=show_progress,
-                  selection=selection)
+                  primary=primary, resume=resume, base_source=base_source,
+                  show_progress=show_progress, selection=selection)
     results: dict[str, EvalResult] = {}
     seconds: dict[str, float] = {}
     bar = tqdm(suite, desc="variants", unit="variant", disable=not show_progress, leave=False)

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field, replace
 
 from oppu.shared.llm.training import TrainSettings
 from oppu.shared.personal.peft_methods import PeftSettings
+from oppu.shared.personal.profile_writer import MODES
 
-PROFILE_MODES = ("none", "pag", "gpg")
+PROFILE_MODES = ("none", *MODES)
+"""No profile, or one of the generated profiles (PAG, GPG)."""
 
 DEFAULT_LR = 1e-3
 DEFAULT_LORA_ALPHA = 16

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -76,6 +77,13 @@ def target_text(task: TaskSpec, item: Mapping) -> str:
     return task.item_text(item).strip()
 
 
+def majority_label(task: TaskSpec, history: Sequence[Mapping]) -> str:
+    """The user's most frequent answer in their history ("" when none has one)."""
+    counts = Counter(target_text(task, item) for item in history)
+    counts.pop("", None)
+    return counts.most_common(1)[0][0] if counts else ""
+
+
 @dataclass
 class TrainedAdapter:
     """A trained variant's result, kept so variants sharing the adapter reuse it."""
@@ -98,7 +106,8 @@ class UserRun:
     labels: tuple[str, ...] | None
     store: AdapterSink | None = None
     pooled_adapter: Path | None = None
-    adapter_name: Callable[[Variant], str] | None = None
+    primary: str | None = None
+    """The variant saved as the user's own adapter for the task (the one ``ask`` uses)."""
     resume: bool = False
     base_source: str = ""
     show_progress: bool = False
@@ -110,6 +119,9 @@ class UserRun:
 
     def target_text(self, item: Mapping) -> str:
         return target_text(self.task, item)
+
+    def majority_label(self) -> str:
+        return majority_label(self.task, self.history)
 
     def profile(self, mode: str) -> str | None:
         if mode not in self._profiles:  # written by the clean base, from training items only
@@ -198,8 +210,8 @@ class UserRun:
         return str(self.store.save(peft_model, self._adapter_name(variant), meta))
 
     def _adapter_name(self, variant: Variant) -> str:
-        if self.adapter_name is not None:
-            return self.adapter_name(variant)
+        if variant.name == self.primary:
+            return self.task.name
         return f"{self.task.name}.{variant.name}"
 
     def pooled(self, k: int) -> EvalResult:

@@ -4,8 +4,6 @@ user's most frequent label; the label of the top BM25 history item)."""
 
 from __future__ import annotations
 
-from collections import Counter
-
 from oppu.shared.personal.variants.registry import Family, K, Variant, register_family
 from oppu.shared.tasks import TaskKind
 
@@ -49,10 +47,7 @@ class Majority(Family):
         return True
 
     def evaluate(self, run, variant: Variant):
-        counts = Counter(run.target_text(item) for item in run.history)
-        counts.pop("", None)
-        label = counts.most_common(1)[0][0] if counts else ""
-        return run.scored([label] * len(run.queries))
+        return run.scored([run.majority_label()] * len(run.queries))
 
 
 class TopBm25(Family):
