@@ -19,6 +19,7 @@ from pathlib import Path
 from oppu.client.crypto import decrypted_copy, encrypt_dir, is_encrypted, read_decrypted
 from oppu.shared.atomic import atomic_directory
 from oppu.shared.errors import OppuError
+from oppu.shared.personal.label_prior import LabelPrior
 
 METADATA_FILE = "oppu_adapter.json"
 CHOICE_SUFFIX = ".choice.json"
@@ -65,13 +66,25 @@ class AdapterStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps(choice, indent=2, sort_keys=True))
 
+    def choice(self, task_name: str) -> dict:
+        """What the last selection chose ({} when none is on record)."""
+        try:
+            choice = json.loads(self.choice_path(task_name).read_text())
+        except (OSError, ValueError):
+            return {}
+        return choice if isinstance(choice, dict) else {}
+
     def uses_base(self, task_name: str) -> bool:
         """Whether the last selection found no adapter better than the base model."""
-        path = self.choice_path(task_name)
-        try:
-            return json.loads(path.read_text()).get("chosen") == "base"
-        except (OSError, ValueError, AttributeError):
-            return False
+        return self.choice(task_name).get("chosen") == "base"
+
+    def label_prior(self, task_name: str) -> LabelPrior | None:
+        """The label prior the last selection chose (None: the model decides alone)."""
+        data = self.choice(task_name).get("prior")
+        if not data:
+            return None
+        prior = LabelPrior.from_dict(data)
+        return prior if prior.weight else None
 
     def encrypted(self, task_name: str) -> bool:
         return is_encrypted(self.path(task_name))

@@ -10,13 +10,22 @@ against the majority label::
 
     python -m oppu.simulations.real_users --users ../shared/data/tweeteval_annotators \\
         --task-file runs/tweet_hate.toml --task tweet_hate --out runs/annotators
+
+``--lamp DIR`` runs a LaMP directory's test users (most active first) the same way: each
+user's history (the items before their first query) is written as their own JSONL file and
+read back as a user's would be, and their LaMP queries are the held-out items::
+
+    python -m oppu.simulations.real_users --lamp ../shared/data/huffpost_lamp2n \\
+        --task LaMP_2N --sample 20 --out runs/huffpost_users
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from oppu.shared.atomic import write_text_atomic
@@ -25,8 +34,61 @@ from oppu.simulations.bench_output import publish_result
 JSON_PREFIX = "REAL_USERS_JSON"
 
 
-def run_user(folder: Path, task_name: str, out: Path, model, tokenizer) -> dict:
-    """Train with defaults on the user's history, score the held-out file; the record."""
+@dataclass(frozen=True)
+class RealUser:
+    """A user's own history file, and the held-out (input, gold) pairs to score."""
+
+    name: str
+    history: Path
+    heldout: list[tuple[str, str]]
+
+
+def folder_users(root: Path, task_name: str) -> list[RealUser]:
+    """``<user>/history.jsonl`` and ``<user>/heldout.jsonl`` folders under ``root``."""
+    from oppu.shared.data import read_history
+    from oppu.shared.tasks import get_task
+
+    task = get_task(task_name)
+    users = []
+    for folder in sorted(p for p in root.iterdir() if (p / "history.jsonl").is_file()):
+        heldout = [task.query_from_item(item)
+                   for item in read_history(folder / "heldout.jsonl", task)]
+        users.append(RealUser(folder.name, folder / "history.jsonl", heldout))
+    return users
+
+
+def lamp_users(directory: Path, task_name: str, out: Path, *, sample: int = 0, seed: int = 0
+               ) -> list[RealUser]:
+    """A LaMP directory's test users, a seeded random ``sample`` of them when > 0, each
+    history written as the user's own JSONL file. (Its base users hold 1-6 items each: too
+    few to set any aside for choosing a recipe.)"""
+    import random
+
+    from oppu.shared.data.lamp import load_lamp
+    from oppu.shared.data.split import select_test_users, user_history
+
+    dataset = load_lamp(directory, task_name)
+    by_user = dataset.users()
+    ids = select_test_users(dataset)
+    positions = range(len(ids))
+    if 0 < sample < len(ids):
+        positions = sorted(random.Random(seed).sample(positions, sample))
+    users = []
+    for position in positions:
+        queries = by_user[ids[position]]
+        name = f"{position:03d}_" + re.sub(r"[^A-Za-z0-9]+", "_", ids[position]).strip("_")
+        path = out / "histories" / name / "history.jsonl"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(path, "".join(json.dumps(item) + "\n"
+                                            for item in user_history(queries)))
+        users.append(RealUser(name, path, [(q.input, q.gold) for q in queries
+                                           if q.gold is not None]))
+    return users
+
+
+def run_user(user: RealUser, task_name: str, out: Path, model, tokenizer) -> dict:
+    """Train with defaults on the user's history, score the held-out items; the record."""
     from oppu.client.adapter_store import AdapterStore
     from oppu.shared.data import read_history
     from oppu.shared.personal.evaluation import EvalQuery, evaluate_queries, metric_labels
@@ -38,36 +100,47 @@ def run_user(folder: Path, task_name: str, out: Path, model, tokenizer) -> dict:
     from oppu.shared.tasks import get_task
 
     task = get_task(task_name)
-    history = read_history(folder / "history.jsonl", task)
-    heldout = read_history(folder / "heldout.jsonl", task)
-    store = AdapterStore(out / "users" / folder.name)
+    history = read_history(user.history, task)
+    store = AdapterStore(out / "users" / user.name)
     started = time.perf_counter()
     outcome = personalize_user(model, tokenizer, task, history, DEFAULT_RECIPE, store=store,
                                show_progress=False, selection=SelectionSettings())
     trained = time.perf_counter() - started
-    queries = [EvalQuery(*task.query_from_item(item), history=tuple(history))
-               for item in heldout]
+    queries = [EvalQuery(query, gold, history=tuple(history)) for query, gold in user.heldout]
     labels = metric_labels(task, queries)
     base = evaluate_queries(model, tokenizer, task, queries, labels=labels)
-    used = base
+    prior = store.label_prior(task.name)  # as `ask` answers: the kept model and prior
+    used = base if prior is None else evaluate_queries(model, tokenizer, task, queries,
+                                                       labels=labels, prior=prior)
     if not store.uses_base(task.name) and store.exists(task.name):
         peft_model = store.load(model, task.name)
         try:
-            used = evaluate_queries(peft_model, tokenizer, task, queries, labels=labels)
+            used = evaluate_queries(peft_model, tokenizer, task, queries, labels=labels,
+                                    prior=prior)
         finally:
             detach_adapter(peft_model)
     majority = majority_label(task, history)
     golds = [q.gold for q in queries]
     selection = outcome.selection
     return {
-        "user": folder.name, "history_items": len(history), "heldout_items": len(queries),
+        "user": user.name, "history_items": len(history), "heldout_items": len(queries),
         "majority_label": majority, "golds": golds,
         "base": base.predictions, "adapter": used.predictions,
-        "chosen": selection.chosen if selection else "adapter (no selection)",
+        "chosen": _kept_name(selection),
         "selection": selection.to_dict() if selection else None,
         "seconds_train": round(trained, 1), "seconds_selection":
             round(selection.seconds, 1) if selection else 0.0,
         "seconds_total": round(time.perf_counter() - started, 1)}
+
+
+def _kept_name(selection) -> str:
+    """What the user ends up with, e.g. "adapter" or "base + prior 1" or "majority"."""
+    if selection is None:
+        return "adapter (no selection)"
+    weight = selection.to_dict()["prior_weight"]
+    if weight == "majority":
+        return "majority label"
+    return selection.chosen if weight == 0 else f"{selection.chosen} + prior {weight:g}"
 
 
 def correct(predictions: list[str], golds: list[str]) -> list[bool]:
@@ -124,11 +197,16 @@ def markdown(summary: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", type=Path, required=True, help="Folder of user folders.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--users", type=Path, help="Folder of user folders.")
+    source.add_argument("--lamp", type=Path, help="LaMP directory: its test users.")
     parser.add_argument("--task", required=True)
     parser.add_argument("--task-file", type=Path, help="TOML/JSON declaring a custom task.")
     parser.add_argument("--out", type=Path, default=Path("runs/real_users"))
     parser.add_argument("--limit", type=int, default=0, help="At most this many users.")
+    parser.add_argument("--sample", type=int, default=0,
+                        help="With --lamp: this many test users at random (0: all).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of --sample.")
     parser.add_argument("--summary-only", action="store_true",
                         help="Summarize the users already done; train nobody.")
     args = parser.parse_args(argv)
@@ -146,20 +224,24 @@ def main(argv: list[str] | None = None) -> None:
     quiet_libraries()
     if args.task_file is not None:
         load_task_file(args.task_file)
-    folders = sorted(p for p in args.users.iterdir() if (p / "history.jsonl").is_file())
-    folders = folders[: args.limit] if args.limit else folders
+    if args.lamp is not None:
+        users = lamp_users(args.lamp, args.task, args.out, sample=args.sample,
+                           seed=args.seed)
+    else:
+        users = folder_users(args.users, args.task)
+    users = users[: args.limit] if args.limit else users
     model, tokenizer, _ = load_base_model(None, device="auto")
     records = []
-    for i, folder in enumerate(folders, 1):
-        path = args.out / "records" / f"{folder.name}.json"
+    for i, user in enumerate(users, 1):
+        path = args.out / "records" / f"{user.name}.json"
         if path.is_file():
             records.append(json.loads(path.read_text()))
             continue
-        record = run_user(folder, args.task, args.out, model, tokenizer)
+        record = run_user(user, args.task, args.out, model, tokenizer)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps(record, indent=2))
         records.append(record)
-        print(f"[{i}/{len(folders)}] {folder.name}: kept {record['chosen']}, "
+        print(f"[{i}/{len(users)}] {user.name}: kept {record['chosen']}, "
               f"{record['seconds_total']:.0f} s", flush=True)
     summary = summarize(records)
     print(markdown(summary))

@@ -16,6 +16,7 @@ from helpers import DYSTOPIA_MOVIES as MOVIES
 from typer.testing import CliRunner
 
 from oppu.client.adapter_store import AdapterStore
+from oppu.shared.personal.label_prior import MAJORITY, LabelPrior
 from oppu.shared.personal.pipeline import personalize_user
 from oppu.shared.personal.recipe import DEFAULT_RECIPE
 from oppu.shared.personal.selection import (
@@ -51,11 +52,12 @@ def test_grid_stops_each_point_early_and_keeps_the_best_epoch_overall() -> None:
                 return
 
     points, best = run_grid(SelectionSettings(lrs=(1.0, 2.0, 3.0), max_epochs=3, patience=1),
-                            train, lambda: state["value"], lambda: dict(state))
+                            train, lambda: (state["value"], state["lr"]), lambda: dict(state))
     assert trained == {1.0: 3, 2.0: 3, 3.0: 2}  # 1.0 stops after its dip; 3.0 never improves
     assert [p.scores for p in points] == [[0.2, 0.5, 0.4], [0.6, 0.7, 0.7], [0.1, 0.1]]
     assert best == {"lr": 2.0, "epoch": 1, "value": 0.7}  # the 0.9 lay past max_epochs
     assert (points[1].best_epoch, points[1].best_score) == (2, 0.7)
+    assert points[1].best_weight == 2.0  # each epoch keeps the prior weight behind its score
 
 
 def test_choice_needs_a_strictly_better_adapter() -> None:
@@ -77,6 +79,32 @@ def test_the_summary_says_what_is_used_with_the_numbers() -> None:
         "lr": 1e-3, "epochs": 2, "score": -1.2}
     perfect = SelectionReport("accuracy", True, 20, 5, 1.0, None, [], chosen="base")
     assert "no adapter was trained" in perfect.summary() and perfect.to_dict()["best"] is None
+
+
+def test_the_label_prior_moves_decisions_toward_the_users_habits() -> None:
+    prior = LabelPrior.of(["no", "no", "no", "yes", "maybe-not-a-label"], ["yes", "no"])
+    assert prior.log_probs["no"] > prior.log_probs["yes"]  # 4/6 vs 2/6 with add-one
+    labels, scores = ("yes", "no"), [-1.0, -1.5]  # the model alone prefers "yes"
+    assert prior.choose(labels, scores) == "yes"  # weight 0: the model decides
+    assert prior.with_weight(2.0).choose(labels, scores) == "no"  # 2*log(2) > 0.5
+    assert prior.with_weight(0.5).choose(labels, scores) == "yes"
+    assert prior.with_weight(MAJORITY).choose(labels, [-0.1, -9.0]) == "no"
+    tied = LabelPrior.of(["a", "b"], ["a", "b"], MAJORITY)
+    assert tied.choose(("a", "b"), [-2.0, -1.0]) == "b"  # equal habits: the model breaks ties
+    assert prior.with_weight(10.0).choose(("yes", "unseen"), [-5.0, 0.0]) == "yes"  # floor
+    stored = json.loads(json.dumps(prior.with_weight(MAJORITY).to_dict()))
+    assert LabelPrior.from_dict(stored) == prior.with_weight(MAJORITY)
+
+
+def test_majority_weight_is_written_as_a_name_in_the_report() -> None:
+    report = SelectionReport("accuracy", True, 20, 5, 0.8, None,
+                             [GridPoint(1e-3, [0.6, 0.7], [0.0, 1.0])], chosen="base",
+                             base_weight=MAJORITY)
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["base_weight"] == "majority" and data["prior_weight"] == "majority"
+    assert data["grid"][0]["weights"] == [0, 1.0]
+    assert "answering your most frequent label" in report.summary()
+    assert "base 0.800 as your most frequent label" in report.summary()
 
 
 # ---- the real model -----------------------------------------------------------------------
@@ -155,6 +183,41 @@ def test_a_user_without_signal_keeps_the_base_and_ask_answers_from_it(base, tmp_
     assert batch.exit_code == 0, batch.output
     assert batch.output.strip().splitlines()[-2:] == [asked.output.strip().splitlines()[-1],
                                                       items[0]["score"]]
+
+
+@pytest.mark.slow
+def test_a_user_the_model_cannot_read_still_gets_their_own_habit(base, tmp_path) -> None:
+    """Every item is answered with the label the base never picks: no weight of training can
+    be chosen on so few items, but the user's answer frequencies can, and ``ask`` uses them."""
+    from oppu.client.cli import app
+    from oppu.shared.personal.evaluation import predict
+    from oppu.shared.tasks import load_task_file
+
+    task_file = tmp_path / "habit.toml"
+    task_file.write_text('name = "habit_test"\nkind = "classification"\n'
+                         'instruction = "Is this film a comedy?"\ninput_fields = ["plot"]\n'
+                         'label_field = "answer"\nlabels = ["comedy", "drama"]\n')
+    task = load_task_file(task_file, replace=True)
+    picked = {predict(base.model, base.tokenizer, task,
+                      task.query_from_item({"plot": m, "answer": ""})[0]) for m in MOVIES}
+    assert len(picked) == 1  # the base answers one label whatever the plot
+    habit = ({"comedy", "drama"} - picked).pop()
+    history = [{"plot": m, "answer": habit} for m in MOVIES]
+    store = AdapterStore(tmp_path / "me")
+    outcome = personalize_user(base.model, base.tokenizer, task, history, DEFAULT_RECIPE,
+                               store=store, holdout=8, show_progress=False,
+                               selection=SelectionSettings(lrs=(1e-3,), max_epochs=1))
+    selection = outcome.selection
+    assert selection.chosen == "base" and selection.grid == []  # the prior alone is perfect
+    assert selection.prior_weight > 0 and "answer frequencies" in selection.summary() + (
+        "most frequent")
+    assert outcome.baseline.metrics["accuracy"] == 0.0  # the base alone: always wrong
+    assert outcome.personal.metrics["accuracy"] == 1.0  # as used: the user's habit
+    asked = CliRunner().invoke(app, ["--task-file", str(task_file), "ask", "--task",
+                                     "habit_test", "--data-dir", str(tmp_path / "me"),
+                                     "--device", "cpu", "A quiet drama about two sisters."])
+    assert asked.exit_code == 0, asked.output
+    assert asked.output.strip().splitlines()[-1] == habit
 
 
 def test_real_user_summary_pools_users_and_tests_pairs_exactly() -> None:

@@ -35,11 +35,12 @@ def _register_commands() -> None:
     The modules do not import this package for ``app``, so it and they do not import each
     other.
     """
-    from oppu.client.cli import ask, evaluate, join, keygen, train, validate
+    from oppu.client.cli import ask, evaluate, join, keygen, task, train, validate
 
     for command in (ask.ask, evaluate.evaluate, join.join, keygen.keygen, train.train,
                     validate.validate):
         app.command()(command)
+    app.add_typer(task.app)
 
 
 _register_commands()

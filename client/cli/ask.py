@@ -62,6 +62,10 @@ def ask(
 
     spec = get_task(task)
     store = adapter_store(user, data_dir, passphrase_env)
+    prior = None if no_adapter else store.label_prior(spec.name)
+    if prior is not None:
+        typer.echo(f"Answering with {prior.described} (what validated best on your own "
+                   "items).", err=True)
     if not no_adapter and store.uses_base(spec.name):
         typer.echo("Your last training found no adapter better than the base model on your "
                    "own items: answering with the base.", err=True)
@@ -71,7 +75,8 @@ def ask(
     meta = store.metadata(spec.name)
     if base_model is None:
         base_model = trained_base(meta)
-    labels = tuple(meta["labels"]) if meta.get("labels") else None
+    known = meta.get("labels") or store.choice(spec.name).get("labels")
+    labels = tuple(known) if known else None
     texts = _query_texts(query, queries)
     items = read_history(history, spec) if k > 0 and history is not None else []
     if k > 0 and history is None:
@@ -84,7 +89,7 @@ def ask(
         query_input = query_input_for(spec, text, labels)
         retrieved = retrieve(spec, items, query_input, k) if k > 0 else []
         typer.echo(predict(model, tokenizer, spec, query_input, retrieved=retrieved,
-                           profile=profile))
+                           profile=profile, prior=prior))
 
 
 def _query_texts(query: str | None, queries: Path | None) -> list[str]:

@@ -81,14 +81,22 @@ def evaluate(
     started = time.perf_counter()
     rows: dict[str, EvalResult] = {
         "base": evaluate_queries(model, tokenizer, spec, queries, k=k, labels=labels)}
+    prior = store.label_prior(spec.name)
     if meta:
         peft_model = store.load(model, spec.name)
         try:
             rows["your adapter"] = evaluate_queries(peft_model, tokenizer, spec, queries, k=k,
                                                     profile=meta.get("profile_text"),
                                                     labels=labels)
+            if prior is not None and not store.uses_base(spec.name):
+                rows["as ask answers"] = evaluate_queries(
+                    peft_model, tokenizer, spec, queries, k=k,
+                    profile=meta.get("profile_text"), labels=labels, prior=prior)
         finally:
             detach_adapter(peft_model)
+    if prior is not None and store.uses_base(spec.name):
+        rows["as ask answers"] = evaluate_queries(model, tokenizer, spec, queries, k=k,
+                                                  labels=labels, prior=prior)
     if train and spec.kind != TaskKind.GENERATION and spec.target_field is not None:
         rows["your majority label"] = _majority(spec, train, queries, labels)
     _print(spec.name, rows, len(queries), store.uses_base(spec.name))
@@ -117,3 +125,6 @@ def _print(task: str, rows: dict[str, EvalResult], count: int, uses_base: bool) 
     if uses_base:
         console.print("Your last training kept the base model (no adapter beat it on your "
                       "own items): `ask` answers with the base.")
+    if "as ask answers" in rows:
+        console.print("`ask` mixes in your answer frequencies, as your last training chose "
+                      "on your own items (the \"as ask answers\" row).")

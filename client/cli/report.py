@@ -33,6 +33,8 @@ def print_outcome(outcome: Outcome) -> None:
     console.print(f"Done in {outcome.seconds:.0f} s.")
     used = {"base": "base (kept: no adapter beat it)", "previous": "your previous adapter"}
     label = used.get(selection.chosen, "your adapter") if selection else "your adapter"
+    if selection is not None and selection.prior_weight:
+        label += " + your label prior"
     rows = [("base (no adapter)", outcome.baseline), (label, outcome.personal)]
     rows = [(name, result) for name, result in rows if result is not None]
     if not rows:

@@ -59,3 +59,22 @@ def validate(
         console.print("Fix these and run validate again.", markup=False)
         raise typer.Exit(EXIT_PROBLEMS)
     console.print("[green]OK[/green]: this history is ready for training.")
+    _show_prompt(console, report.task, report.items)
+
+
+def _show_prompt(console: Console, task_name: str, items: list[dict]) -> None:
+    """The newest item as the model will see it: the prompt and the answer it learns."""
+    from oppu.shared.personal.adapter_meta import history_labels
+    from oppu.shared.tasks import get_task
+
+    spec = get_task(task_name)
+    if not items or not spec.supervised:
+        return
+    labels = history_labels(spec, items)
+    query, answer = spec.query_from_item(items[-1], labels=labels)
+    console.print("\nYour newest item, as the model sees it (without retrieved items):",
+                  markup=False)
+    console.print(spec.build_prompt(query), markup=False)
+    console.print(f"Answer it learns: {answer}", markup=False)
+    if labels:
+        console.print(f"Labels: {', '.join(labels)}", markup=False)

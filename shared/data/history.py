@@ -48,6 +48,8 @@ class HistoryReport:
     path: Path
     task: str
     items: list[dict[str, Any]] = field(default_factory=list)
+    item_lines: list[int] = field(default_factory=list)
+    """The line each item came from."""
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     lines: int = 0
@@ -224,7 +226,7 @@ def _open(path: Path, collect: _Collector) -> BinaryIO | None:
     return None
 
 
-def check_history(path: str | Path, task: str | TaskSpec, *,
+def check_history(path: str | Path, task: str | TaskSpec | None, *,
                   limits: ReadLimits | None = None) -> HistoryReport:
     """Read and check a history file, streaming it; never raises for bad content.
 
@@ -232,12 +234,12 @@ def check_history(path: str | Path, task: str | TaskSpec, *,
     from its end (its newest items), and a warning says which lines were skipped unchecked;
     a line over ``limits.max_line_bytes`` is a problem. Memory is bounded by the limits, not
     by the file. An unknown task raises ``UnknownTaskError``: there is nothing to check
-    against.
+    against; ``task=None`` checks only that every line is a JSON object (to draft a task).
     """
-    spec = resolve_task(task)
+    spec = resolve_task(task) if task is not None else None
     limits = limits or ReadLimits()
     path = Path(path)
-    report = HistoryReport(path=path, task=spec.name)
+    report = HistoryReport(path=path, task=spec.name if spec is not None else "")
     collect = _Collector(report)
     fh = _open(path, collect)
     if fh is None:
@@ -271,7 +273,7 @@ def _note_skipped(collect: _Collector, lines: int, first_lineno: int,
         warning=True)
 
 
-def _check_lines(fh: BinaryIO, starts: list[int], first_lineno: int, spec: TaskSpec,
+def _check_lines(fh: BinaryIO, starts: list[int], first_lineno: int, spec: TaskSpec | None,
                  limits: ReadLimits, collect: _Collector) -> int:
     """Check and collect the lines from ``starts``; returns how many were not blank."""
     report = collect.report
@@ -292,9 +294,10 @@ def _check_lines(fh: BinaryIO, starts: list[int], first_lineno: int, spec: TaskS
             collect.at(error, lineno)
         elif not isinstance(value, dict):
             collect.at(f"expected a JSON object {{...}}, got {json_type(value)}", lineno)
-        elif _check_value(value, lineno, spec, collect):
+        elif spec is None or _check_value(value, lineno, spec, collect):
             _note_duplicate(value, lineno, seen_ids, collect)
             report.items.append(value)
+            report.item_lines.append(lineno)
     return non_blank
 
 
@@ -323,7 +326,9 @@ def _size(n: int) -> str:
     return f"{n / MIB:g} MiB" if n >= MIB else f"{n:,} bytes"
 
 
-def _fields(spec: TaskSpec) -> str:
+def _fields(spec: TaskSpec | None) -> str:
+    if spec is None:
+        return "one JSON object per line"
     return "fields: " + ", ".join(spec.item_fields) if spec.item_fields else "no fields needed"
 
 

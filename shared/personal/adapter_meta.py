@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from oppu.shared.personal.recipe import PersonalizeSettings
-from oppu.shared.tasks import TaskSpec
+from oppu.shared.tasks import TaskKind, TaskSpec
 
 
 def item_key(item: Mapping) -> str:
@@ -37,11 +37,12 @@ def adapter_metadata(task: TaskSpec, settings: PersonalizeSettings, *, base_mode
 
 
 def history_labels(task: TaskSpec, history: Sequence[Mapping]) -> tuple[str, ...] | None:
-    """The task's labels plus any the user's own history uses (their label universe)."""
-    if not task.labels or task.target_field is None:
+    """The task's labels plus any the user's own history uses (their label universe); a
+    custom task that lists no labels takes them from the history alone."""
+    if task.target_field is None or task.kind == TaskKind.GENERATION:
         return None
     seen = dict.fromkeys(task.labels)
     for item in history:
         seen.setdefault(str(item.get(task.target_field, "")).strip())
     seen.pop("", None)
-    return tuple(seen)
+    return tuple(seen) or None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from oppu.shared.llm.inference import choose_label, generate_answer
+from oppu.shared.llm.inference import generate_answer, label_log_likelihoods
 from oppu.shared.metrics import make_metric
+from oppu.shared.personal.label_prior import LabelPrior
 from oppu.shared.retrieval import HistoryIndex
 from oppu.shared.tasks import TaskKind, TaskSpec
 
@@ -40,14 +41,23 @@ def predict(
     *,
     retrieved: Sequence[Mapping] = (),
     profile: str | None = None,
+    prior: LabelPrior | None = None,
 ) -> str:
-    """The model's answer to one query: best-scoring label, or a greedy first line."""
+    """The model's answer to one query: best-scoring label (with the user's label prior
+    when one was chosen), or a greedy first line."""
     prompt = task.build_prompt(query_input, retrieved=retrieved, profile=profile)
-    if task.kind in (TaskKind.CLASSIFICATION, TaskKind.RATING):
-        return choose_label(model, tokenizer, prompt, task.label_set(query_input))
+    if has_labels(task):
+        labels = task.label_set(query_input)
+        scores = label_log_likelihoods(model, tokenizer, prompt, labels)
+        return (prior or LabelPrior({})).choose(labels, scores)
     return task.parse_prediction(
         generate_answer(model, tokenizer, prompt, max_new_tokens=task.max_new_tokens), ()
     )
+
+
+def has_labels(task: TaskSpec) -> bool:
+    """Whether the task answers from a closed label set (scored, never generated)."""
+    return task.kind in (TaskKind.CLASSIFICATION, TaskKind.RATING)
 
 
 def metric_labels(task: TaskSpec, queries: Sequence[EvalQuery]) -> tuple[str, ...]:
@@ -70,37 +80,59 @@ def evaluate_queries(
     retrieval: str = "bm25",
     seed: int = 0,
     show_progress: bool = False,
+    prior: LabelPrior | None = None,
 ) -> EvalResult:
     """Predict every query (with top-k items from its own history) and score it.
 
     ``retrieval="random"`` picks the k items at random instead of by BM25: the paper's
     random-history baseline, which tells relevance apart from merely seeing more text.
     """
-    if retrieval not in ("bm25", "random"):
-        raise ValueError(f"retrieval must be bm25 or random (got {retrieval!r}).")
-    rng = random.Random(seed)
     from tqdm.auto import tqdm
 
     labels = tuple(labels) if labels is not None else metric_labels(task, queries)
     metric = make_metric(task.kind, labels)
     stats = metric.new_stats()
     predictions, golds = [], []
-    index, indexed = None, None  # queries of one user often share one history: index it once
-    for query in tqdm(queries, desc="evaluating", unit="query", disable=not show_progress,
-                      leave=False):
-        retrieved: Sequence[Mapping] = ()
-        if k > 0 and query.history and retrieval == "random":
-            retrieved = rng.sample(list(query.history), min(k, len(query.history)))
-        elif k > 0 and query.history:
-            if query.history is not indexed:
-                index, indexed = HistoryIndex(task, query.history), query.history
-            retrieved = index.top_k(task.retrieval_query(query.input), k)
+    pairs = zip(queries, retrieved_items(task, queries, k, retrieval, seed), strict=True)
+    for query, retrieved in tqdm(pairs, total=len(queries), desc="evaluating", unit="query",
+                                 disable=not show_progress, leave=False):
         prediction = predict(model, tokenizer, task, query.input, retrieved=retrieved,
-                             profile=profile)
+                             profile=profile, prior=prior)
         metric.update(stats, prediction, query.gold)
         predictions.append(prediction)
         golds.append(query.gold)
     return EvalResult(labels, stats, metric.compute(stats), predictions, golds)
+
+
+def retrieved_items(task: TaskSpec, queries: Sequence[EvalQuery], k: int,
+                    retrieval: str = "bm25", seed: int = 0) -> Iterator[Sequence[Mapping]]:
+    """Each query's k items from its own history: top BM25, or at random."""
+    if retrieval not in ("bm25", "random"):
+        raise ValueError(f"retrieval must be bm25 or random (got {retrieval!r}).")
+    rng = random.Random(seed)
+    index, indexed = None, None  # queries of one user often share one history: index it once
+    for query in queries:
+        if k <= 0 or not query.history:
+            yield ()
+        elif retrieval == "random":
+            yield rng.sample(list(query.history), min(k, len(query.history)))
+        else:
+            if query.history is not indexed:
+                index, indexed = HistoryIndex(task, query.history), query.history
+            yield index.top_k(task.retrieval_query(query.input), k)
+
+
+def label_scores(model, tokenizer, task: TaskSpec, queries: Sequence[EvalQuery], *,
+                 k: int = 0, profile: str | None = None
+                 ) -> list[tuple[tuple[str, ...], list[float]]]:
+    """Each query's labels and their log-likelihoods: scored once, decided many ways (the
+    label prior's weights in selection)."""
+    out = []
+    for query, retrieved in zip(queries, retrieved_items(task, queries, k), strict=True):
+        prompt = task.build_prompt(query.input, retrieved=retrieved, profile=profile)
+        labels = task.label_set(query.input)
+        out.append((labels, label_log_likelihoods(model, tokenizer, prompt, labels)))
+    return out
 
 
 def heldout_queries(

@@ -22,9 +22,12 @@ from oppu.shared.personal.evaluation import (
     EvalQuery,
     EvalResult,
     evaluate_queries,
+    has_labels,
     heldout_queries,
+    label_scores,
     metric_labels,
 )
+from oppu.shared.personal.label_prior import PRIOR_WEIGHTS, LabelPrior
 from oppu.shared.personal.private_adapter import (
     attach_fresh_adapter,
     detach_adapter,
@@ -33,6 +36,7 @@ from oppu.shared.personal.private_adapter import (
 from oppu.shared.personal.profiles import ProfileCache, build_profile, model_id_of
 from oppu.shared.personal.recipe import PersonalizeSettings
 from oppu.shared.personal.selection import (
+    Scored,
     SelectionReport,
     SelectionSettings,
     choose,
@@ -84,6 +88,12 @@ def majority_label(task: TaskSpec, history: Sequence[Mapping]) -> str:
     return counts.most_common(1)[0][0] if counts else ""
 
 
+def label_prior(task: TaskSpec, history: Sequence[Mapping], labels: Sequence[str],
+                weight: float = 0.0) -> LabelPrior:
+    """The user's answer frequencies over ``labels``, from their history."""
+    return LabelPrior.of((target_text(task, item) for item in history), labels, weight)
+
+
 @dataclass
 class TrainedAdapter:
     """A trained variant's result, kept so variants sharing the adapter reuse it."""
@@ -129,11 +139,12 @@ class UserRun:
                                                 self.history, mode, self.store)
         return self._profiles[mode]
 
-    def evaluate(self, model, k: int, mode: str = "none", retrieval: str = "bm25"
-                 ) -> EvalResult:
+    def evaluate(self, model, k: int, mode: str = "none", retrieval: str = "bm25",
+                 prior: LabelPrior | None = None) -> EvalResult:
         return evaluate_queries(model, self.tokenizer, self.task, self.queries, k=k,
                                 profile=self.profile(mode), labels=self.labels,
-                                retrieval=retrieval, show_progress=self.show_progress)
+                                retrieval=retrieval, show_progress=self.show_progress,
+                                prior=prior)
 
     def scored(self, predictions: list[str]) -> EvalResult:
         labels = self.labels if self.labels is not None else metric_labels(self.task,
@@ -241,16 +252,30 @@ def select_adapter(run: UserRun, variant: Variant, settings: PersonalizeSettings
     labels = run.labels if run.labels is not None else metric_labels(run.task, val_queries)
     metric = make_metric(run.task.kind, labels)
 
-    def score_of(model) -> float:
-        result = evaluate_queries(model, run.tokenizer, run.task, val_queries, k=variant.k,
-                                  profile=profile, labels=labels)
-        return metric.selection_score(result.stats)
+    prior = label_prior(run.task, fit, labels)
+    golds = [q.gold for q in val_queries]
 
-    previous_score = None
+    def score_of(model) -> Scored:
+        """The validation score with the best label-prior weight (least weight among equals)."""
+        if not has_labels(run.task):
+            result = evaluate_queries(model, run.tokenizer, run.task, val_queries,
+                                      k=variant.k, profile=profile, labels=labels)
+            return metric.selection_score(result.stats), 0.0
+        scored = label_scores(model, run.tokenizer, run.task, val_queries, k=variant.k,
+                              profile=profile)
+        best: Scored = (float("-inf"), 0.0)
+        for weight in PRIOR_WEIGHTS:
+            decide = prior.with_weight(weight).choose
+            predictions = [decide(query_labels, scores) for query_labels, scores in scored]
+            value = metric.selection_score(metric.stats_for(predictions, golds))
+            best = max(best, (value, weight), key=lambda pair: pair[0])
+        return best
+
+    previous_score, previous_weight = None, 0.0
     if run.store is not None and run.store.exists(name):
         previous = run.store.load(run.model, name)
         try:
-            previous_score = score_of(previous)
+            previous_score, previous_weight = score_of(previous)
         finally:
             detach_adapter(previous)
     current: dict[str, object] = {}
@@ -272,8 +297,10 @@ def select_adapter(run: UserRun, variant: Variant, settings: PersonalizeSettings
         weights = get_peft_model_state_dict(current["model"])
         return {key: value.detach().clone() for key, value in weights.items()}
 
+    base_score, base_weight = score_of(run.model)
     report = SelectionReport(metric.primary, metric.higher_is_better, len(fit), len(val),
-                             score_of(run.model), previous_score, [])
+                             base_score, previous_score, [], base_weight=base_weight,
+                             previous_weight=previous_weight)
     best_state = None
     known = max(s for s in (report.base_score, previous_score) if s is not None)
     if known < metric.perfect_score:  # else nothing could beat it: train nothing
@@ -284,35 +311,39 @@ def select_adapter(run: UserRun, variant: Variant, settings: PersonalizeSettings
                            best.best_score if best is not None else None)
     report.seconds = time.perf_counter() - started
     run.selections[variant.name] = report
-    trained = _kept(run, variant, settings, profile, name, report, best_state, fit)
+    used_prior = label_prior(run.task, run.history, labels, report.prior_weight)
+    trained = _kept(run, variant, settings, profile, name, report, best_state, fit, used_prior)
     if run.store is not None:  # after any save: a saved adapter supersedes older choices
-        run.store.record_choice(name, report.to_dict())
+        run.store.record_choice(name, {**report.to_dict(), "prior": used_prior.to_dict(),
+                                       "labels": list(labels or ())})
     if report.chosen == "adapter":
         trained.report = current[report.best.lr]
     return trained
 
 
 def _kept(run: UserRun, variant: Variant, settings: PersonalizeSettings, profile: str | None,
-          name: str, report: SelectionReport, best_state: dict | None, fit: Sequence[Mapping]
-          ) -> TrainedAdapter:
-    """Evaluate what selection kept; a new adapter is saved with the recipe it chose."""
+          name: str, report: SelectionReport, best_state: dict | None, fit: Sequence[Mapping],
+          prior: LabelPrior) -> TrainedAdapter:
+    """Evaluate what selection kept (with the label prior it chose); a new adapter is saved
+    with the recipe it chose."""
     from peft import set_peft_model_state_dict
 
     if report.chosen == "previous":
         previous = run.store.load(run.model, name)
         try:
-            return TrainedAdapter(run.evaluate(previous, variant.k, variant.profile),
-                                  str(run.store.path(name)), None)
+            return TrainedAdapter(run.evaluate(previous, variant.k, variant.profile,
+                                               prior=prior), str(run.store.path(name)), None)
         finally:
             detach_adapter(previous)
     if report.chosen == "base":
-        return TrainedAdapter(run.evaluate(run.model, variant.k, variant.profile), None, None)
+        return TrainedAdapter(run.evaluate(run.model, variant.k, variant.profile, prior=prior),
+                              None, None)
     chosen = replace(settings, train=replace(settings.train, lr=report.best.lr,
                                              epochs=report.best.best_epoch))
     peft_model = attach_fresh_adapter(run.model, settings.peft, seed=settings.train.seed)
     try:
         set_peft_model_state_dict(peft_model, best_state)
-        result = run.evaluate(peft_model, variant.k, variant.profile)
+        result = run.evaluate(peft_model, variant.k, variant.profile, prior=prior)
         path = None
         if run.store is not None:
             path = run.save(peft_model, variant, chosen, profile,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from oppu.shared.errors import InputError, Problem, brief
+from oppu.shared.tasks.simple import SHORT_KEYS, expand_short_form, is_short_form
 from oppu.shared.tasks.spec import TaskSpec, TaskSpecError
 
 try:  # Python 3.11+
@@ -23,8 +24,9 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("name", "kind", "item_fields")
+SHORT_REQUIRED_KEYS = ("name", "kind", "instruction", "input_fields")
 SPEC_KEYS = tuple(f.name for f in fields(TaskSpec))
-KNOWN_KEYS = (*SPEC_KEYS, "version")
+KNOWN_KEYS = (*SPEC_KEYS, "version", *SHORT_KEYS)
 MAX_TASK_FILE_BYTES = 1024 * 1024
 """A task file is a few hundred bytes written by hand; 1 MiB is far beyond any real one."""
 
@@ -42,13 +44,16 @@ def spec_from_mapping(data: Any, *, source: str | None = None) -> TaskSpec:
                     else "known keys: " + ", ".join(KNOWN_KEYS))
             name = str(key) if len(str(key)) <= 100 else brief(str(key))
             problems.append(Problem(f"unknown key; {hint}", file=source, field=name))
-    for key in REQUIRED_KEYS:
+    short = is_short_form(data)
+    for key in SHORT_REQUIRED_KEYS if short else REQUIRED_KEYS:
         if key not in data:
             problems.append(Problem("missing required key", file=source, field=key))
     version = data.get("version", FORMAT_VERSION)
     if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
         problems.append(Problem(f"unsupported version {brief(version)}; this oppu reads "
                                 f"version {FORMAT_VERSION}", file=source, field="version"))
+    if short and not problems:
+        data, problems = expand_short_form(data, source)
     if problems:
         raise InputError(problems, file=source)
     try:
@@ -102,11 +107,12 @@ def _read_text(path: Path) -> str:
     return raw.decode("utf-8-sig")
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """``value`` (a string, whole number or list of them) as TOML."""
     if isinstance(value, bool) or not isinstance(value, (str, int, list)):
         raise TypeError(f"cannot write {value!r} to TOML")
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if not isinstance(value, str):
         return str(value)
     # JSON string escapes are valid TOML basic-string escapes (no surrogates with ASCII off);
@@ -117,5 +123,5 @@ def _toml_value(value: Any) -> str:
 def dump_task_toml(spec: TaskSpec) -> str:
     """A task file for ``spec`` (e.g. to start a custom task from a built-in one)."""
     lines = [f"version = {FORMAT_VERSION}"]
-    lines += [f"{key} = {_toml_value(value)}" for key, value in spec.to_dict().items()]
+    lines += [f"{key} = {toml_value(value)}" for key, value in spec.to_dict().items()]
     return "\n".join(lines) + "\n"
