@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample", type=int, default=0,
                         help="With --lamp: this many test users at random (0: all).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of --sample.")
+    parser.add_argument("--shard", default="0/1", help="K/N: run every Nth user from the Kth "
+                        "(N processes share the users; each writes its own records).")
     parser.add_argument("--summary-only", action="store_true",
                         help="Summarize the users already done; train nobody.")
     args = parser.parse_args(argv)
@@ -230,6 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         users = folder_users(args.users, args.task)
     users = users[: args.limit] if args.limit else users
+    shard, shards = (int(part) for part in args.shard.split("/"))
+    users = users[shard::shards]
     model, tokenizer, _ = load_base_model(None, device="auto")
     records = []
     for i, user in enumerate(users, 1):

@@ -109,21 +109,44 @@ def test_majority_weight_is_written_as_a_name_in_the_report() -> None:
 
 # ---- the real model -----------------------------------------------------------------------
 
+_THINGS = ("kettle", "hotel room", "concert", "pizza", "film", "jacket", "phone", "waiter",
+           "novel", "train trip", "lamp", "dinner", "chair", "play", "bike", "board game")
+MOOD_REVIEWS = [
+    (f"The {thing} was " + ("wonderful, I loved every minute of it." if happy else
+                            "awful, I hated every minute of it."), happy)
+    for i, thing in enumerate(_THINGS * 2) for happy in [(i % 2 == 0) != (i >= 16)]]
+"""32 reviews, happy and unhappy in turn, each thing once of each mood."""
+
 
 @pytest.mark.slow
-def test_defaults_learn_a_user_the_base_cannot_know(base, user_dir) -> None:
-    """LaMP-2M "dystopia" tagger, default recipe and selection: no hand-set learning rate."""
-    history = [{"description": text, "tag": "dystopia"} for text in MOVIES]
-    outcome = personalize_user(base.model, base.tokenizer, get_task("LaMP_2M"), history,
-                               DEFAULT_RECIPE, store=AdapterStore(user_dir), holdout=8,
-                               show_progress=False, selection=SelectionSettings())
+def test_defaults_learn_a_user_the_base_cannot_know(base, tmp_path) -> None:
+    """A custom task (TOML) whose two labels mean what only this user knows: "blue" for a
+    happy review, "green" for an unhappy one. Default recipe and selection, no hand-set
+    learning rate: the adapter must learn the rule, as half the items defeat any constant
+    answer (the label prior's limit)."""
+    from oppu.shared.tasks import load_task_file
+
+    task_file = tmp_path / "colours.toml"
+    task_file.write_text('name = "colour_mood"\nkind = "classification"\n'
+                         'instruction = "Which colour is this review?"\n'
+                         'input_fields = ["review"]\nlabel_field = "colour"\n'
+                         'labels = ["blue", "green"]\n')
+    task = load_task_file(task_file, replace=True)
+    history = [{"review": text, "colour": "blue" if happy else "green"}
+               for text, happy in MOOD_REVIEWS]
+    store = AdapterStore(tmp_path / "me")
+    outcome = personalize_user(base.model, base.tokenizer, task, history, DEFAULT_RECIPE,
+                               store=store, holdout=8, show_progress=False,
+                               selection=SelectionSettings())
     selection = outcome.selection
     print(f"\n{selection.summary()} {outcome.seconds:.0f} s "
-          f"(selection {selection.seconds:.0f} s)")
+          f"(selection {selection.seconds:.0f} s); held out: base "
+          f"{outcome.baseline.predictions}, adapter {outcome.personal.predictions}")
     assert selection.chosen == "adapter" and outcome.adapter_path is not None
-    assert selection.best.best_score > selection.base_score
-    assert outcome.personal.metrics["accuracy"] >= outcome.baseline.metrics["accuracy"] + 0.5
-    saved = AdapterStore(user_dir).metadata("LaMP_2M")
+    assert selection.best.best_score > selection.base_score  # the base with its best prior
+    assert outcome.personal.metrics["accuracy"] >= outcome.baseline.metrics["accuracy"] + 0.25
+    assert outcome.personal.metrics["accuracy"] > 0.5  # any constant answer: 4 of 8
+    saved = store.metadata("colour_mood")
     assert saved["selection"]["best"]["lr"] == selection.best.lr
     assert saved["train"]["lr"] == selection.best.lr
 

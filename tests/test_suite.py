@@ -125,7 +125,7 @@ def test_profiles_and_adapters_are_made_once_and_wired_per_variant(monkeypatch) 
         return None if mode == "none" else f"{mode} profile"
 
     def fake_evaluate(model, tokenizer, task, queries, *, k, profile, labels, retrieval="bm25",
-                      show_progress=False):
+                      show_progress=False, prior=None):
         evaluated.append((model, k, profile, retrieval))
         stats = metric.stats_for(["dystopia"] * len(queries), [q.gold for q in queries])
         return EvalResult(tuple(labels), stats, metric.compute(stats))

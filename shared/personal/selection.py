@@ -1,12 +1,13 @@
 """Local, private recipe selection: the user's own newest training items choose the recipe.
 
 A share of the training items (the newest, as the evaluation split) is set aside for
-validation. A small grid of learning rates trains on the rest, each stopped early when its
-validation score stops improving, and the best epoch's weights are kept. Every candidate (the
-base, the previous adapter, each epoch) is scored with the weight of the user's label prior
-that validates best (``label_prior``; its limit is the user's most frequent label), so what
-is kept never validates below always answering that label. The adapter is used
-only if it beats the base (and the user's previous adapter) on that validation share;
+validation. A small grid of learning rates trains on the rest, each stopped after two epochs
+without a better validation score (a small model often learns the label frequencies first
+and the user's rule an epoch or two later), and the best epoch's weights are kept. Every
+candidate (the base, the previous adapter, each epoch) is scored with the weight of the user's
+label prior that validates best (``label_prior``; its limit is the user's most frequent
+label), so what is kept never validates below always answering that label. The adapter is
+used only if it beats the base (and the user's previous adapter) on that validation share;
 otherwise the user is told with the numbers and keeps what was better. Nothing about the
 choice leaves the machine. The grid and its defaults were chosen on data no test user's
 queries are in (see the README, "Recipe selection").
@@ -32,7 +33,7 @@ class SelectionSettings:
     lrs: tuple[float, ...] = field(default=(1e-3, 3e-3), metadata={
         "help": "Learning rates tried, in order (ties go to the earlier)."})
     max_epochs: int = field(default=4, metadata={"help": "Epochs a grid point may train."})
-    patience: int = field(default=1, metadata={
+    patience: int = field(default=2, metadata={
         "help": "Epochs without a better validation score before a grid point stops."})
     val_share: float = field(default=0.2, metadata={
         "help": "Newest share of the training items set aside to choose on."})
