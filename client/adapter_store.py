@@ -24,7 +24,10 @@ from oppu.shared.personal.label_prior import LabelPrior
 METADATA_FILE = "oppu_adapter.json"
 CHOICE_SUFFIX = ".choice.json"
 """``adapters/<task>.choice.json``: what local selection chose last (adapter, previous or
-base), with its validation numbers; ``ask`` answers from the base when it says so."""
+base), with its validation numbers and label prior; ``ask`` answers accordingly."""
+SEALED_CHOICE_SUFFIX = ".choice"
+"""``adapters/<task>.choice/``: the same, encrypted, in a store with a passphrase."""
+CHOICE_FILE = "choice.json"
 
 
 def _scratch_root() -> str | None:
@@ -58,18 +61,38 @@ class AdapterStore:
     def choice_path(self, task_name: str) -> Path:
         return self.root / "adapters" / f"{task_name}{CHOICE_SUFFIX}"
 
+    def _sealed_choice_path(self, task_name: str) -> Path:
+        """With a passphrase the choice (it holds the user's answer frequencies) is an
+        encrypted directory, as the adapter is."""
+        return self.root / "adapters" / f"{task_name}{SEALED_CHOICE_SUFFIX}"
+
     def record_choice(self, task_name: str, choice: dict) -> None:
-        """Keep what selection chose (validation scores only: no item, no weight)."""
+        """Keep what selection chose (validation scores and the label prior: no item, no
+        weight), encrypted at rest when the store has a passphrase."""
         from oppu.shared.atomic import write_text_atomic
 
-        path = self.choice_path(task_name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps(choice, indent=2, sort_keys=True))
+        text = json.dumps(choice, indent=2, sort_keys=True)
+        self.choice_path(task_name).parent.mkdir(parents=True, exist_ok=True)
+        if self.passphrase is None:
+            write_text_atomic(self.choice_path(task_name), text)
+            return
+        plain = Path(tempfile.mkdtemp(prefix="oppu-choice-", dir=_scratch_root()))
+        try:
+            (plain / CHOICE_FILE).write_text(text)
+            encrypt_dir(plain, self.passphrase, dest=self._sealed_choice_path(task_name))
+        finally:
+            shutil.rmtree(plain, ignore_errors=True)
+        self.choice_path(task_name).unlink(missing_ok=True)
 
     def choice(self, task_name: str) -> dict:
         """What the last selection chose ({} when none is on record)."""
+        sealed = self._sealed_choice_path(task_name)
         try:
-            choice = json.loads(self.choice_path(task_name).read_text())
+            if is_encrypted(sealed):
+                text = read_decrypted(sealed, CHOICE_FILE, self._need_passphrase(sealed))
+            else:
+                text = self.choice_path(task_name).read_text()
+            choice = json.loads(text)
         except (OSError, ValueError):
             return {}
         return choice if isinstance(choice, dict) else {}
@@ -94,6 +117,7 @@ class AdapterStore:
         it from now on)."""
         target = self._save(peft_model, task_name, metadata)
         self.choice_path(task_name).unlink(missing_ok=True)
+        shutil.rmtree(self._sealed_choice_path(task_name), ignore_errors=True)
         return target
 
     def _save(self, peft_model, task_name: str, metadata: dict) -> Path:

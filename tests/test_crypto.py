@@ -207,3 +207,24 @@ def test_real_peft_adapter_survives_encryption(tmp_path: Path):
     ids = torch.tensor([[1, 5, 9, 13, 2]])
     with torch.inference_mode():
         assert torch.equal(trained(input_ids=ids).logits, loaded(input_ids=ids).logits)
+
+
+def test_a_stores_choice_and_label_prior_are_encrypted_with_its_adapters(tmp_path: Path):
+    """The choice file holds the user's answer frequencies: with a passphrase, never plain."""
+    from oppu.client.adapter_store import AdapterStore
+    from oppu.shared.personal.label_prior import MAJORITY, LabelPrior
+
+    prior = LabelPrior.of(["zebra-label"] * 3 + ["other"], ["zebra-label", "other"], MAJORITY)
+    choice = {"chosen": "base", "prior": prior.to_dict(), "labels": ["zebra-label", "other"]}
+    sealed = AdapterStore(tmp_path / "sealed", PASS)
+    sealed.record_choice("t", choice)
+    on_disk = b"".join(p.read_bytes() for p in (tmp_path / "sealed").rglob("*") if p.is_file())
+    assert b"zebra-label" not in on_disk and b"chosen" not in on_disk
+    assert sealed.choice("t") == choice and sealed.uses_base("t")
+    assert sealed.label_prior("t") == prior
+    with pytest.raises(OppuError, match="passphrase"):
+        AdapterStore(tmp_path / "sealed").choice("t")  # no passphrase: refused, not ignored
+    plain = AdapterStore(tmp_path / "plain")
+    plain.record_choice("t", choice)
+    assert plain.label_prior("t") == prior and b"zebra-label" in plain.choice_path(
+        "t").read_bytes()
