@@ -195,6 +195,27 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def plot(summary: dict, path: Path) -> Path:
+    """Per-user accuracy of the base, the model as used and the majority label (a PNG)."""
+    from oppu.simulations.plotting import new_figure, save_png
+
+    rows = summary["users"]
+    fig = new_figure(width=max(7.0, 0.45 * len(rows) + 2), height=4.0)
+    ax = fig.add_subplot()
+    width = 0.27
+    for offset, (key, label) in enumerate((("base", "base"), ("adapter", "as used"),
+                                           ("majority", "your majority label"))):
+        ax.bar([i + (offset - 1) * width for i in range(len(rows))],
+               [r[key] for r in rows], width, label=label)
+    ax.set_xticks(range(len(rows)), [r["user"].removeprefix("annotator_") for r in rows],
+                  rotation=60, fontsize=7)
+    ax.set_ylabel("accuracy on the user's held-out items")
+    ax.set_ylim(0, 1.15)  # room above the bars for the legend
+    ax.legend(fontsize=8, ncols=3, loc="upper center")
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -216,6 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         paths = sorted((args.out / "records").glob("*.json"))
         summary = summarize([json.loads(path.read_text()) for path in paths])
         print(markdown(summary))
+        print(f"plot: {plot(summary, args.out / 'real_users.png')}")
         publish_result(summary, args.out / "summary.json", JSON_PREFIX)
         return
 
@@ -249,6 +271,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{record['seconds_total']:.0f} s", flush=True)
     summary = summarize(records)
     print(markdown(summary))
+    print(f"plot: {plot(summary, args.out / 'real_users.png')}")
     publish_result(summary, args.out / "summary.json", JSON_PREFIX)
 
 

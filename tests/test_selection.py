@@ -243,8 +243,8 @@ def test_a_user_the_model_cannot_read_still_gets_their_own_habit(base, tmp_path)
     assert asked.output.strip().splitlines()[-1] == habit
 
 
-def test_real_user_summary_pools_users_and_tests_pairs_exactly() -> None:
-    from oppu.simulations.real_users import markdown, mcnemar, summarize
+def test_real_user_summary_pools_users_and_tests_pairs_exactly(tmp_path) -> None:
+    from oppu.simulations.real_users import markdown, mcnemar, plot, summarize
 
     records = [
         {"user": "a", "golds": ["x", "x", "y", "y"], "base": ["y", "y", "y", "y"],
@@ -263,3 +263,4 @@ def test_real_user_summary_pools_users_and_tests_pairs_exactly() -> None:
     assert summary["adapter_vs_base"]["a_only"] == 2 and summary["adapter_vs_base"]["b_only"] == 1
     assert summary["adapter_vs_base"]["p"] == 1.0  # 2 vs 1 discordant pairs: exact binomial
     assert "| **pooled (6 items)** | | 0.667 | 0.833 | 0.667 |" in markdown(summary)
+    assert plot(summary, tmp_path / "users.png").read_bytes().startswith(b"\x89PNG")
