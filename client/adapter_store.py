@@ -30,6 +30,30 @@ SEALED_CHOICE_SUFFIX = ".choice"
 CHOICE_FILE = "choice.json"
 
 
+@dataclass(frozen=True)
+class StoredChoice:
+    """What the last selection chose (``AdapterStore.choice``), and what follows from it."""
+
+    data: dict
+
+    @property
+    def uses_base(self) -> bool:
+        """Whether no adapter beat the base model: ``ask`` answers from the base."""
+        return self.data.get("chosen") == "base"
+
+    @property
+    def prior(self) -> LabelPrior | None:
+        """The label prior chosen (None: the model decides alone)."""
+        if not self.data.get("prior"):
+            return None
+        prior = LabelPrior.from_dict(self.data["prior"])
+        return prior if prior.weight else None
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.data.get("labels") or ())
+
+
 def _scratch_root() -> str | None:
     """RAM-backed scratch where there is one, so plaintext never touches the disk."""
     shm = Path("/dev/shm")
@@ -97,17 +121,15 @@ class AdapterStore:
             return {}
         return choice if isinstance(choice, dict) else {}
 
+    def kept(self, task_name: str) -> StoredChoice:
+        """The last choice, read (and decrypted) once for everything a command asks of it."""
+        return StoredChoice(self.choice(task_name))
+
     def uses_base(self, task_name: str) -> bool:
-        """Whether the last selection found no adapter better than the base model."""
-        return self.choice(task_name).get("chosen") == "base"
+        return self.kept(task_name).uses_base
 
     def label_prior(self, task_name: str) -> LabelPrior | None:
-        """The label prior the last selection chose (None: the model decides alone)."""
-        data = self.choice(task_name).get("prior")
-        if not data:
-            return None
-        prior = LabelPrior.from_dict(data)
-        return prior if prior.weight else None
+        return self.kept(task_name).prior
 
     def encrypted(self, task_name: str) -> bool:
         return is_encrypted(self.path(task_name))

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from oppu.shared.atomic import write_text_atomic
+from oppu.shared.personal.label_prior import MAJORITY
 from oppu.simulations.bench_output import publish_result
 
 JSON_PREFIX = "REAL_USERS_JSON"
@@ -109,10 +110,11 @@ def run_user(user: RealUser, task_name: str, out: Path, model, tokenizer) -> dic
     queries = [EvalQuery(query, gold, history=tuple(history)) for query, gold in user.heldout]
     labels = metric_labels(task, queries)
     base = evaluate_queries(model, tokenizer, task, queries, labels=labels)
-    prior = store.label_prior(task.name)  # as `ask` answers: the kept model and prior
+    kept = store.kept(task.name)
+    prior = kept.prior  # as `ask` answers: the kept model and prior
     used = base if prior is None else evaluate_queries(model, tokenizer, task, queries,
                                                        labels=labels, prior=prior)
-    if not store.uses_base(task.name) and store.exists(task.name):
+    if not kept.uses_base and store.exists(task.name):
         peft_model = store.load(model, task.name)
         try:
             used = evaluate_queries(peft_model, tokenizer, task, queries, labels=labels,
@@ -137,8 +139,8 @@ def _kept_name(selection) -> str:
     """What the user ends up with, e.g. "adapter" or "base + prior 1" or "majority"."""
     if selection is None:
         return "adapter (no selection)"
-    weight = selection.to_dict()["prior_weight"]
-    if weight == "majority":
+    weight = selection.prior_weight
+    if weight == MAJORITY:
         return "majority label"
     return selection.chosen if weight == 0 else f"{selection.chosen} + prior {weight:g}"
 

@@ -62,11 +62,12 @@ def ask(
 
     spec = get_task(task)
     store = adapter_store(user, data_dir, passphrase_env)
-    prior = None if no_adapter else store.label_prior(spec.name)
+    kept = store.kept(spec.name)
+    prior = None if no_adapter else kept.prior
     if prior is not None:
         typer.echo(f"Answering with {prior.described} (what validated best on your own "
                    "items).", err=True)
-    if not no_adapter and store.uses_base(spec.name):
+    if not no_adapter and kept.uses_base:
         typer.echo("Your last training found no adapter better than the base model on your "
                    "own items: answering with the base.", err=True)
         no_adapter = True
@@ -75,7 +76,7 @@ def ask(
     meta = store.metadata(spec.name)
     if base_model is None:
         base_model = trained_base(meta)
-    known = meta.get("labels") or store.choice(spec.name).get("labels")
+    known = meta.get("labels") or kept.labels
     labels = tuple(known) if known else None
     texts = _query_texts(query, queries)
     items = read_history(history, spec) if k > 0 and history is not None else []

@@ -81,25 +81,26 @@ def evaluate(
     started = time.perf_counter()
     rows: dict[str, EvalResult] = {
         "base": evaluate_queries(model, tokenizer, spec, queries, k=k, labels=labels)}
-    prior = store.label_prior(spec.name)
+    kept = store.kept(spec.name)
+    prior = kept.prior
     if meta:
         peft_model = store.load(model, spec.name)
         try:
             rows["your adapter"] = evaluate_queries(peft_model, tokenizer, spec, queries, k=k,
                                                     profile=meta.get("profile_text"),
                                                     labels=labels)
-            if prior is not None and not store.uses_base(spec.name):
+            if prior is not None and not kept.uses_base:
                 rows["as ask answers"] = evaluate_queries(
                     peft_model, tokenizer, spec, queries, k=k,
                     profile=meta.get("profile_text"), labels=labels, prior=prior)
         finally:
             detach_adapter(peft_model)
-    if prior is not None and store.uses_base(spec.name):
+    if prior is not None and kept.uses_base:
         rows["as ask answers"] = evaluate_queries(model, tokenizer, spec, queries, k=k,
                                                   labels=labels, prior=prior)
     if train and spec.kind != TaskKind.GENERATION and spec.target_field is not None:
         rows["your majority label"] = _majority(spec, train, queries, labels)
-    _print(spec.name, rows, len(queries), store.uses_base(spec.name))
+    _print(spec.name, rows, len(queries), kept.uses_base)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     target = out or store.root / "evaluations" / f"{spec.name}-{stamp}.json"
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -45,11 +45,10 @@ def predict(
 ) -> str:
     """The model's answer to one query: best-scoring label (with the user's label prior
     when one was chosen), or a greedy first line."""
-    prompt = task.build_prompt(query_input, retrieved=retrieved, profile=profile)
     if has_labels(task):
-        labels = task.label_set(query_input)
-        scores = label_log_likelihoods(model, tokenizer, prompt, labels)
+        labels, scores = _scored_labels(model, tokenizer, task, query_input, retrieved, profile)
         return (prior or LabelPrior({})).choose(labels, scores)
+    prompt = task.build_prompt(query_input, retrieved=retrieved, profile=profile)
     return task.parse_prediction(
         generate_answer(model, tokenizer, prompt, max_new_tokens=task.max_new_tokens), ()
     )
@@ -127,12 +126,17 @@ def label_scores(model, tokenizer, task: TaskSpec, queries: Sequence[EvalQuery],
                  ) -> list[tuple[tuple[str, ...], list[float]]]:
     """Each query's labels and their log-likelihoods: scored once, decided many ways (the
     label prior's weights in selection)."""
-    out = []
-    for query, retrieved in zip(queries, retrieved_items(task, queries, k), strict=True):
-        prompt = task.build_prompt(query.input, retrieved=retrieved, profile=profile)
-        labels = task.label_set(query.input)
-        out.append((labels, label_log_likelihoods(model, tokenizer, prompt, labels)))
-    return out
+    return [_scored_labels(model, tokenizer, task, query.input, retrieved, profile)
+            for query, retrieved in zip(queries, retrieved_items(task, queries, k), strict=True)]
+
+
+def _scored_labels(model, tokenizer, task: TaskSpec, query_input: str,
+                   retrieved: Sequence[Mapping], profile: str | None
+                   ) -> tuple[tuple[str, ...], list[float]]:
+    """The query's labels and the log-likelihood of each after its prompt."""
+    prompt = task.build_prompt(query_input, retrieved=retrieved, profile=profile)
+    labels = task.label_set(query_input)
+    return labels, label_log_likelihoods(model, tokenizer, prompt, labels)
 
 
 def heldout_queries(
