@@ -17,7 +17,6 @@ from flwr.app import Context
 from oppu.client.adapter_store import AdapterStore
 from oppu.client.node import NodeSettings, fetch_round_base
 from oppu.shared.atomic import write_text_atomic
-from oppu.shared.block_metric import BlockMetric
 from oppu.shared.data import read_history, split_history
 from oppu.shared.federation.round_config import RoundConfig
 from oppu.shared.llm.model import load_base_model
@@ -52,7 +51,7 @@ def run_deployed_round(round_cfg: RoundConfig, context: Context) -> list[float]:
                            primary=primary, base_source=f"federation:{round_cfg.base_version}",
                            selection=None if round_cfg.suite else SelectionSettings())
     metric = make_metric(task.kind, labels)
-    vector = outcome.vector(metric)
+    vector = outcome.vector(metric, round_cfg.pairs)
     metrics = {v: r.metrics for v, r in outcome.results.items()}
     seconds = time.perf_counter() - started
     record = node.data_dir / "federation" / f"run-{context.run_id}-round-{round_cfg.round}.json"
@@ -60,8 +59,7 @@ def run_deployed_round(round_cfg: RoundConfig, context: Context) -> list[float]:
     write_text_atomic(record, json.dumps({
         "run_id": str(context.run_id), "node_id": str(context.node_id),
         "round": round_cfg.round, "task": task.name, "aggregation": round_cfg.aggregation,
-        "stat_names": BlockMetric(metric, round_cfg.blocks).stat_names() if round_cfg.suite
-        else metric.stat_names(), "vector": vector,
+        "stat_names": round_cfg.metric().stat_names(), "vector": vector,
         "metrics": metrics if round_cfg.suite else metrics[primary],
         "train_items": outcome.train_items, "evaluated": outcome.queries,
         "selection": {v: s.to_dict() for v, s in outcome.selections.items()},

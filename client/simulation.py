@@ -32,7 +32,8 @@ log = logging.getLogger("oppu.client.federation")
 
 PARTITION_ID = "partition-id"
 """Flower's node-config key for a virtual client's index in simulation."""
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2
+"""2: records carry each compared pair's statistics (``pairs``)."""
 
 _MODELS: dict[tuple[str, str], tuple] = {}
 """(base, device) -> (model, tokenizer): kept for the life of the worker process."""
@@ -108,11 +109,10 @@ def run_simulated_user(round_cfg: RoundConfig, context: Context) -> list[float]:
     user = cohort.user(int(context.node_config[PARTITION_ID]))
     user_dir = sim_out(context, task.name) / "users" / safe_name(user.user_id)
     record_path = user_dir / f"suite-{suite_key(round_cfg, context)}.json"
-    blocks = round_cfg.blocks
     if record_path.is_file():
         log.info("user %s: already done in an earlier run, answering from %s", user.user_id,
                  record_path)
-        return record_vector(blocks, json.loads(record_path.read_text()))
+        return record_vector(round_cfg, json.loads(record_path.read_text()))
 
     labels = round_cfg.labels or tuple(task.labels or ())
     max_history = int(context.run_config.get(SimKey.MAX_HISTORY, 0) or 0)
@@ -136,6 +136,7 @@ def run_simulated_user(round_cfg: RoundConfig, context: Context) -> list[float]:
         "history_items": len(user.history), "train_items": len(history),
         "queries": len(queries), "stat_names": metric.stat_names(), "variants": list(variants),
         "vectors": {v: metric.to_vector(outcome.results[v].stats) for v in variants},
+        "pairs": {p: outcome.pair_vector(metric, p) for p in round_cfg.pairs},
         "metrics": {v: metric.compute(outcome.results[v].stats) for v in variants},
         "seconds": outcome.seconds, "adapters": outcome.adapters,
         "seconds_total": round(time.perf_counter() - started, 2),
@@ -144,12 +145,14 @@ def run_simulated_user(round_cfg: RoundConfig, context: Context) -> list[float]:
     write_text_atomic(record_path, json.dumps(record, indent=2, default=_json_number))
     log.info("user %s (%d items, %d queries) done in %.0f s", user.user_id, len(history),
              len(queries), time.perf_counter() - started)
-    return record_vector(blocks, record)
+    return record_vector(round_cfg, record)
 
 
-def record_vector(blocks: tuple[str, ...], record: dict) -> list[float]:
-    """The round's stats vector from a user's record: each block's variant, in order."""
-    return [v for block in blocks for v in record["vectors"][_variant_of(block, record)]]
+def record_vector(round_cfg: RoundConfig, record: dict) -> list[float]:
+    """The round's stats vector from a user's record: each block's variant, in order, then
+    each compared pair's."""
+    return ([v for block in round_cfg.blocks for v in record["vectors"][_variant_of(block, record)]]
+            + [v for pair in round_cfg.pairs for v in record["pairs"][pair]])
 
 
 def _variant_of(block: str, record: dict) -> str:

@@ -43,6 +43,11 @@ class CohortResult:
         default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     asked: int = 0
     """Clients the round was sent to (0: not recorded, results written before it existed)."""
+    intervals: dict[str, list[float]] = field(default_factory=dict)
+    """With a suite: each variant's 95% interval of the primary metric."""
+    comparisons: dict[str, dict[str, float]] = field(default_factory=dict)
+    """With a suite: ``"<variant> vs <reference>"`` -> mean difference over users, its 95%
+    interval and p-value, and the example-level test (``PairMetric.compute``)."""
 
     def sum_stats(self) -> dict[str, float]:
         return dict(zip(self.stat_names, self.sums, strict=True))
@@ -57,6 +62,10 @@ class CohortResult:
         data = json.loads(text)
         data["metrics"] = _none_to_nan(data["metrics"])
         data["variants"] = {v: _none_to_nan(m) for v, m in data.get("variants", {}).items()}
+        data["intervals"] = {v: [math.nan if x is None else x for x in i]
+                             for v, i in data.get("intervals", {}).items()}
+        data["comparisons"] = {c: _none_to_nan(m)
+                               for c, m in data.get("comparisons", {}).items()}
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
@@ -84,7 +93,8 @@ def format_table(result: CohortResult) -> str:
              + (f", {result.rejected} rejected" if result.rejected else "")
              + (f", {result.failures} failed or dropped out" if result.failures else "")]
     if result.variants:
-        return "\n".join(lines + _variant_rows(result.variants))
+        return "\n".join(lines + _variant_rows(result.variants, result.intervals)
+                         + _comparison_rows(result.comparisons))
     width = max([len(k) for k in result.metrics] + [6])
     lines.append(f"  {'metric':<{width}}  value")
     for name, value in result.metrics.items():
@@ -98,12 +108,41 @@ def _shown(name: str, value: float) -> str:
     return f"{value:.0f}" if name == "count" else f"{value:.4f}"
 
 
-def _variant_rows(variants: Mapping[str, Mapping[str, float]]) -> list[str]:
-    """One line per variant, one column per metric (``count`` last)."""
+def _variant_rows(variants: Mapping[str, Mapping[str, float]],
+                  intervals: Mapping[str, list[float]]) -> list[str]:
+    """One line per variant, one column per metric (``count`` last), then the primary
+    metric's 95% interval."""
     names = [m for m in next(iter(variants.values())) if m != "count"] + ["count"]
     width = max([len(v) for v in variants] + [7])
-    rows = [f"  {'variant':<{width}}  " + "  ".join(f"{n:>8}" for n in names)]
+    rows = [f"  {'variant':<{width}}  " + "  ".join(f"{n:>8}" for n in names)
+            + ("  95% interval" if intervals else "")]
     for variant, values in variants.items():
+        low, high = intervals.get(variant, (math.nan, math.nan))
+        shown = "" if not intervals else "  n/a" if math.isnan(low) else \
+            f"  [{low:.3f}, {high:.3f}]"
         rows.append(f"  {variant:<{width}}  "
-                    + "  ".join(f"{_shown(n, values.get(n, math.nan)):>8}" for n in names))
+                    + "  ".join(f"{_shown(n, values.get(n, math.nan)):>8}" for n in names)
+                    + shown)
     return rows
+
+
+def _comparison_rows(comparisons: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """One line per compared pair: the mean per-user difference, its interval, p-values."""
+    if not comparisons:
+        return []
+    width = max(len(c) for c in comparisons)
+    rows = [f"  {'comparison':<{width}}  {'users':>5}  {'mean diff':>9}  {'95% interval':>17}"
+            f"  {'p (users)':>9}  {'p (examples)':>12}"]
+    for name, c in comparisons.items():
+        interval = "n/a" if math.isnan(c["low"]) else f"[{c['low']:+.3f}, {c['high']:+.3f}]"
+        rows.append(f"  {name:<{width}}  {c['users']:>5.0f}  {_signed(c['mean']):>9}  "
+                    f"{interval:>17}  {_p(c['p']):>9}  {_p(c['example_p']):>12}")
+    return rows
+
+
+def _signed(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:+.3f}"
+
+
+def _p(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.3g}"

@@ -31,7 +31,7 @@ from oppu.shared.federation.aggregation_modes import AUTO, SEALED, choose_aggreg
 from oppu.shared.federation.keys import DEFAULT_ROUND_TIMEOUT, RunKey, SimKey
 from oppu.shared.federation.round_config import RoundConfig, run_config_overrides
 from oppu.shared.federation.sealing import load_or_create_sealing_key, public_bytes
-from oppu.shared.metrics import MetricSpec, make_metric
+from oppu.shared.metrics import MetricSpec
 from oppu.shared.paths import oppu_home
 from oppu.shared.tasks import get_task
 
@@ -49,7 +49,7 @@ def main(grid: Grid, context: Context) -> None:
     nodes = wait_for_nodes(grid, min_clients, timeout)
     aggregation = choose_aggregation(str(config.get(RunKey.AGGREGATION, AUTO)), len(nodes))
     round_cfg = round_config(config, info, aggregation, state)
-    metric = round_metric(round_cfg)
+    metric = round_cfg.metric()
     log(INFO, "Round %d of %s for %d clients, %s", round_cfg.round, round_cfg.task,
         len(nodes), aggregation)
     collected = AGGREGATORS[aggregation].collect(grid, context, round_cfg, metric, nodes,
@@ -75,6 +75,8 @@ def cohort_result(run_id: str, round_cfg: RoundConfig, metric: MetricSpec,
         stat_names=metric.stat_names(),
         sums=metric.to_vector(sums), metrics=metric.compute(sums), rejected=collected.rejected,
         variants=metric.per_block(sums) if isinstance(metric, BlockMetric) else {},
+        intervals=metric.intervals(sums) if isinstance(metric, BlockMetric) else {},
+        comparisons=metric.comparisons(sums) if isinstance(metric, BlockMetric) else {},
         failures=collected.failures, base_version=round_cfg.base_version,
         seconds=seconds, config=round_cfg.public_summary())
 
@@ -96,12 +98,6 @@ def federation_info(state: StateDir, run_config) -> FederationInfo | None:
     if run_config.get(SimKey.DATA) and not state.info.is_file():
         return None
     return FederationInfo.read(state.root)
-
-
-def round_metric(round_cfg: RoundConfig) -> MetricSpec:
-    """The task's metric; with a suite, one block of it per variant."""
-    inner = make_metric(get_task(round_cfg.task).kind, round_cfg.labels)
-    return BlockMetric(inner, round_cfg.blocks) if round_cfg.suite else inner
 
 
 def round_config(run_config, info: FederationInfo | None, aggregation: str,

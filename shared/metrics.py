@@ -27,6 +27,7 @@ from functools import cached_property
 from typing import Any
 
 from oppu.shared.errors import InputError, Problem, brief
+from oppu.shared.stat_tests import mean_interval, wilson_interval
 
 Stats = dict[str, float]
 """Named statistics of one metric; ``MetricSpec.stat_names()`` gives their fixed order."""
@@ -74,6 +75,10 @@ class MetricSpec(ABC):
     @abstractmethod
     def _check(self, stats: Stats) -> list[str]:
         """Kind-specific impossibilities in ``stats`` (already known finite and >= 0)."""
+
+    def interval(self, stats: Stats) -> tuple[float, float]:
+        """The primary metric's 95% confidence interval over examples (NaN when too few)."""
+        raise NotImplementedError(f"{type(self).__name__} has no interval")
 
     def whole_stat_names(self) -> list[str]:
         """Statistics that are whole numbers by construction (counts)."""
@@ -251,6 +256,10 @@ class ClassificationMetric(MetricSpec):
             f1s.append(2 * tp / denominator if denominator else 0.0)
         return {"accuracy": stats["correct"] / count, "f1": sum(f1s) / len(f1s), "count": count}
 
+    def interval(self, stats: Stats) -> tuple[float, float]:
+        """Wilson interval of accuracy (macro-F1 has none from these sums)."""
+        return wilson_interval(stats["correct"], stats["count"])
+
     def _check(self, stats: Stats) -> list[str]:
         count = stats["count"]
         problems = self._integral(stats, self.stat_names())
@@ -318,6 +327,10 @@ class RatingMetric(MetricSpec):
             "count": count,
         }
 
+    def interval(self, stats: Stats) -> tuple[float, float]:
+        """t interval of MAE: the absolute errors' squares are the squared errors."""
+        return mean_interval(stats["count"], stats["abs_err"], stats["sq_err"])
+
     def _check(self, stats: Stats) -> list[str]:
         count, abs_err, sq_err = stats["count"], stats["abs_err"], stats["sq_err"]
         problems = self._integral(stats, ["count"])
@@ -330,7 +343,8 @@ class RatingMetric(MetricSpec):
 
 
 class GenerationMetric(MetricSpec):
-    """Mean ROUGE-1 and ROUGE-L F1. Layout: ``count, rouge1, rougeL`` (sums of per-example F1).
+    """Mean ROUGE-1 and ROUGE-L F1. Layout: ``count, rouge1, rougeL, rouge1_sq`` (sums of
+    per-example F1, and of ROUGE-1's squares for its interval).
 
     We report the exact mean of per-example F1. HF ``evaluate`` (which LaMP calls) reports the
     mid point of a bootstrap over the examples instead, which is random and cannot be rebuilt
@@ -347,13 +361,14 @@ class GenerationMetric(MetricSpec):
         return rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=False)
 
     def stat_names(self) -> list[str]:
-        return ["count", "rouge1", "rougeL"]
+        return ["count", "rouge1", "rougeL", "rouge1_sq"]
 
     def update(self, stats: Stats, prediction: str, gold: str) -> None:
         scores = self._scorer.score(str(gold).strip(), str(prediction).strip())
         stats["count"] += 1
         stats["rouge1"] += scores["rouge1"].fmeasure
         stats["rougeL"] += scores["rougeL"].fmeasure
+        stats["rouge1_sq"] += scores["rouge1"].fmeasure ** 2
 
     def compute(self, stats: Stats) -> dict[str, float]:
         count = stats["count"]
@@ -365,12 +380,19 @@ class GenerationMetric(MetricSpec):
             "count": count,
         }
 
+    def interval(self, stats: Stats) -> tuple[float, float]:
+        """t interval of mean ROUGE-1 over examples."""
+        return mean_interval(stats["count"], stats["rouge1"], stats["rouge1_sq"])
+
     def _check(self, stats: Stats) -> list[str]:
         count = stats["count"]
         problems = self._integral(stats, ["count"])
         for name in ("rouge1", "rougeL"):
             if not _close_le(stats[name], count, count):
                 problems.append(f"'{name}' ({stats[name]}) > count ({count}); F1 is at most 1")
+        if not _close_le(stats["rouge1_sq"], stats["rouge1"], count):
+            problems.append(f"'rouge1_sq' ({stats['rouge1_sq']}) > 'rouge1' ({stats['rouge1']}); "
+                            "squares of F1 are at most the F1")
         return problems
 
 

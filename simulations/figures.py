@@ -1,4 +1,5 @@
-"""The paper's figures as PNG: activity (Fig. 3), k (Fig. 4), PEFT (Fig. 6), adapters (Fig. 7).
+"""The paper's figures as PNG: activity (Fig. 3), k (Fig. 4), PEFT (Fig. 6), adapters (Fig. 7),
+and the paired comparisons with their intervals. Bars and points carry 95% intervals.
 
 Inputs are the ``table`` and per-user ``records`` documented in ``oppu.simulations.report``.
 Figures are drawn with matplotlib's object API (``matplotlib.figure.Figure``), never pyplot:
@@ -24,15 +25,20 @@ from oppu.simulations.report_metrics import (
     Record,
     metric_columns,
     metric_value,
+    pooled_interval,
     pooled_metrics,
     primary_metric,
 )
 from oppu.simulations.variant_names import known_variant, ordered_names, variant_label
 
 ACTIVITY_NAMES = {1: ("all",), 2: ("low", "high"), 3: ("low", "medium", "high")}
-# Fig. 3 compares these when present; more bars per group would be unreadable.
-ACTIVITY_VARIANTS = ("base-k0", "rag-k1", "pag-k1", "oppu-k0", "oppu-k1", "pag-oppu-k1")
-MAX_ACTIVITY_VARIANTS = 6
+# Fig. 3 compares these when present, the trivial per-user baselines beside the methods;
+# more bars per group would be unreadable.
+ACTIVITY_VARIANTS = ("base-k0", "rag-k1", "pag-k1", "oppu-k0", "oppu-k1", "pag-oppu-k1",
+                     "majority", "top-bm25")
+MAX_ACTIVITY_VARIANTS = 8
+TRIVIAL_BASELINES = ("majority", "top-bm25")
+"""Drawn hatched: what a user's own history answers without any model."""
 
 # --- drawing helpers -------------------------------------------------------------------------
 
@@ -47,6 +53,20 @@ def _annotate_bars(ax: Any, bars: Any, values: Sequence[float | None]) -> None:
         height = 0.0 if value is None else value
         ax.annotate(text, (bar.get_x() + bar.get_width() / 2, height),
                     ha="center", va="bottom", fontsize=8)
+
+
+def _error_bars(values: Sequence[float | None],
+                intervals: Sequence[Sequence[float | None] | None]) -> np.ndarray | None:
+    """matplotlib's ``yerr`` (distances below and above each value) from 95% intervals; a
+    missing interval draws no bar. None when there is no interval at all."""
+    below, above = [], []
+    for value, bounds in zip(values, intervals, strict=True):
+        low, high = bounds or (None, None)
+        usable = value is not None and low is not None and high is not None \
+            and math.isfinite(low) and math.isfinite(high)
+        below.append(value - low if usable else 0.0)
+        above.append(high - value if usable else 0.0)
+    return np.array([below, above]) if any(below) or any(above) else None
 
 
 def _metric_for(kind: str, key: str | None) -> MetricColumn:
@@ -102,7 +122,9 @@ def activity_figure(
     groups = activity_groups(records)
     if not groups or not variants:
         raise ValueError("the activity figure needs at least one user record and one variant")
-    column = _metric_for(str(records[0].get("kind", "")), metric)
+    kind = str(records[0].get("kind", ""))
+    column = _metric_for(kind, metric)
+    with_intervals = column == primary_metric(kind)  # the sums give the primary's interval
     fig = new_figure(min(14.0, 6.0 + 0.5 * len(groups) * len(variants)), 4.5)
     ax = fig.add_subplot()
     width = 0.8 / len(variants)
@@ -110,13 +132,18 @@ def activity_figure(
     for i, variant in enumerate(variants):
         values = [metric_value(pooled_metrics(members, variant), column.key)
                   for _, members in groups]
+        intervals = [pooled_interval(members, variant) if with_intervals else None
+                     for _, members in groups]
         offsets = positions - 0.4 + width * (i + 0.5)
-        ax.bar(offsets, [_nan(v) for v in values], width, label=variant_label(variant))
+        ax.bar(offsets, [_nan(v) for v in values], width, label=variant_label(variant),
+               yerr=_error_bars(values, intervals), capsize=2,
+               hatch="//" if variant in TRIVIAL_BASELINES else None)
     ax.set_xticks(positions, [_group_tick(name, members) for name, members in groups])
     ax.set_xlim(-0.5, len(groups) - 0.5)
     ax.set_xlabel("user activity (history length)")
     ax.set_ylabel(column.header)
-    ax.set_title(f"{column.name} by user activity (pooled over each group's queries)")
+    ax.set_title(f"{column.name} by user activity (pooled over each group's queries"
+                 + ("; 95% intervals)" if with_intervals else ")"))
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return save_png(fig, path)
 
@@ -136,19 +163,19 @@ K_LINES: tuple[tuple[str, Callable[[int], tuple[str, ...]]], ...] = (
 )
 
 
-def k_series(table: Mapping[str, Any]) -> dict[str, list[tuple[int, float]]]:
-    """Per Fig. 4 line, its (k, primary metric) points where the table has a value."""
+def k_series(table: Mapping[str, Any]) -> dict[str, list[tuple[int, float, str]]]:
+    """Per Fig. 4 line, its (k, primary metric, variant) points where the table has a value."""
     variants: Mapping[str, Any] = table.get("variants") or {}
     column = primary_metric(table.get("kind", ""))
     ks = sorted({v.k for v in map(known_variant, variants) if v is not None})
-    series: dict[str, list[tuple[int, float]]] = {}
+    series: dict[str, list[tuple[int, float, str]]] = {}
     for line, names_at in K_LINES:
         points = []
         for k in ks:
             name = _first_present(variants, *names_at(k))
             value = metric_value(variants[name], column.key) if name else None
             if value is not None:
-                points.append((k, value))
+                points.append((k, value, name))
         if points:
             series[line] = points
     return series
@@ -162,9 +189,12 @@ def k_figure(table: Mapping[str, Any], path: str | Path) -> Path:
     column = primary_metric(table.get("kind", ""))
     fig = new_figure()
     ax = fig.add_subplot()
+    intervals = table.get("intervals") or {}
     for line, points in series.items():
-        ax.plot([k for k, _ in points], [v for _, v in points], marker="o", label=line)
-    ks = sorted({k for points in series.values() for k, _ in points})
+        values = [v for _, v, _ in points]
+        ax.errorbar([k for k, _, _ in points], values, marker="o", label=line, capsize=3,
+                    yerr=_error_bars(values, [intervals.get(n) for _, _, n in points]))
+    ks = sorted({k for points in series.values() for k, _, _ in points})
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("k (retrieved history items in the prompt)")
     ax.set_ylabel(column.header)
@@ -208,7 +238,10 @@ def peft_figure(table: Mapping[str, Any], path: str | Path) -> Path:
     colors = ["0.6" if name == "base-k0" else "C0" for _, name in bars]
     positions = np.arange(len(bars))
     # A missing value is an empty bar labelled n/a, so its method still shows on the axis.
-    drawn = ax.bar(positions, [0.0 if v is None else v for v in values], color=colors)
+    intervals = table.get("intervals") or {}
+    drawn = ax.bar(positions, [0.0 if v is None else v for v in values], color=colors,
+                   yerr=_error_bars(values, [intervals.get(name) for _, name in bars]),
+                   capsize=3)
     _annotate_bars(ax, drawn, values)
     ax.set_xticks(positions, [label for label, _ in bars])
     ax.set_xlim(-0.6, len(bars) - 0.4)
@@ -254,6 +287,39 @@ def similarity_figure(
     return save_png(fig, path)
 
 
+# --- paired comparisons ------------------------------------------------------------------
+
+
+def comparisons_figure(table: Mapping[str, Any], path: str | Path) -> Path:
+    """Every compared pair's mean per-user difference with its 95% interval, a line at zero:
+    an interval crossing it is a difference the users do not support."""
+    from oppu.shared.paired_stats import split_pair
+    from oppu.shared.stat_tests import SIGNIFICANCE
+
+    comparisons: Mapping[str, Mapping[str, Any]] = table.get("comparisons") or {}
+    rows = [(name, c) for name, c in comparisons.items()
+            if metric_value(c, "low") is not None]
+    if not rows:
+        raise ValueError("no comparison has an interval (no comparisons, or fewer than two "
+                         "users)")
+    column = primary_metric(table.get("kind", ""))
+    fig = new_figure(8.0, 1.5 + 0.35 * len(rows))
+    ax = fig.add_subplot()
+    for y, (_, c) in enumerate(reversed(rows)):
+        significant = c["p"] < SIGNIFICANCE
+        ax.errorbar([c["mean"]], [y], xerr=[[c["mean"] - c["low"]], [c["high"] - c["mean"]]],
+                    fmt="o", capsize=3, color="C0" if significant else "0.55")
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    labels = [" vs ".join(variant_label(v) for v in split_pair(name))
+              for name, _ in reversed(rows)]
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
+    better = "right" if column.higher_is_better else "left"
+    ax.set_xlabel(f"mean per-user difference in {column.name} (first minus second; "
+                  f"better is {better})\ngrey: not significant (p >= {SIGNIFICANCE})")
+    ax.set_title(f"{table.get('task', '')}: paired comparisons over users, 95% intervals")
+    return save_png(fig, path)
+
+
 # --- everything at once ----------------------------------------------------------------------
 
 
@@ -287,7 +353,7 @@ def _draw_activity(table: Mapping[str, Any], records: Sequence[Record], path: Pa
 
 
 def _draw_k(table: Mapping[str, Any], records: Sequence[Record], path: Path) -> Path:
-    if len({k for points in k_series(table).values() for k, _ in points}) < 2:
+    if len({k for points in k_series(table).values() for k, _, _ in points}) < 2:
         raise ValueError("values at fewer than two k")
     return k_figure(table, path)
 
@@ -305,6 +371,11 @@ def _draw_similarity(table: Mapping[str, Any], records: Sequence[Record], path: 
     return similarity_figure(users, matrix, path, title=title)
 
 
+def _draw_comparisons(table: Mapping[str, Any], records: Sequence[Record], path: Path
+                      ) -> Path:
+    return comparisons_figure(table, path)
+
+
 def _draw_cost(table: Mapping[str, Any], records: Sequence[Record], path: Path) -> Path:
     if not table.get("cost"):
         raise ValueError("the table has no cost section")
@@ -316,6 +387,7 @@ FIGURES = (
     ("k", "fig4_k.png", _draw_k),
     ("peft", "fig6_peft.png", _draw_peft),
     ("similarity", "fig7_similarity.png", _draw_similarity),
+    ("comparisons", "figC_comparisons.png", _draw_comparisons),
     ("cost", "figB_cost.png", _draw_cost),
 )
 

@@ -12,7 +12,13 @@ pooled over all users' queries (the coordinator only ever sees summed statistics
 
 ``kind`` is "classification" (metrics ``accuracy``, ``f1``), "rating" (``mae``, ``rmse``) or
 "generation" (``rouge-1``, ``rouge-l``), each with ``count`` (queries). A metric value may be
-NaN or None (no queries); other keys are carried through to the JSON untouched.
+NaN or None (no queries); other keys are carried through to the JSON untouched. Two optional
+keys come from the same secure sum (``oppu.shared.paired_stats``)::
+
+     "intervals": {"base-k0": [0.35, 0.47], ...},        # primary metric's 95% interval
+     "comparisons": {"oppu-k1 vs base-k0": {"users": 100, "mean": 0.25, "low": 0.18,
+                     "high": 0.32, "p": 1e-9, "examples": 283, "example_mean": 0.25,
+                     "example_p": 1e-15, "a_better": 80, "b_better": 9}, ...}
 
 ``records`` — one dict per user, written locally by each simulated client::
 
@@ -39,7 +45,8 @@ from typing import Any
 
 from oppu.shared.atomic import write_text_atomic
 from oppu.shared.metrics import json_safe
-from oppu.shared.personal.suite import Variant
+from oppu.shared.paired_stats import split_pair
+from oppu.shared.stat_tests import SIGNIFICANCE
 from oppu.simulations import figures
 from oppu.simulations.report_metrics import (
     METRICS,
@@ -62,7 +69,7 @@ from oppu.simulations.variant_names import (
 )
 
 __all__ = [
-    "METRICS", "MetricColumn", "Record", "compare_oppu", "format_value", "groups",
+    "METRICS", "MetricColumn", "Record", "compare_variants", "format_value", "groups",
     "metric_columns", "metric_value", "order_variants", "ordered_names", "pooled_metrics",
     "primary_metric", "records_metric", "report_markdown", "table1_markdown", "table_header",
     "table_json", "variant_group", "variant_label", "write_report",
@@ -101,11 +108,17 @@ def _count(metrics: Mapping[str, Any] | None) -> str:
     return str(int(count)) if count == int(count) else f"{count:.1f}"
 
 
+def _interval(bounds: Sequence[float | None] | None) -> str:
+    low, high = (metric_value({"v": b}, "v") for b in (bounds or (None, None)))
+    return "n/a" if low is None or high is None else f"{low:.3f}–{high:.3f}"
+
+
 def table1_markdown(table: Mapping[str, Any]) -> str:
     """Table 1 as Markdown: header line, then rows grouped in the paper's order.
 
     The group label appears on each group's first row (as in the paper); the best value of
     each metric column is bold (lowest for ↓ metrics, all rows equal at display precision).
+    With ``intervals`` (variant -> [low, high]) the primary metric's 95% interval follows.
     """
     columns = metric_columns(table.get("kind", ""))
     variants: Mapping[str, Any] = table.get("variants") or {}
@@ -114,11 +127,14 @@ def table1_markdown(table: Mapping[str, Any]) -> str:
         c.key: _best([metric_value(variants[n], c.key) for n in variants], c.higher_is_better)
         for c in columns
     }
+    intervals: Mapping[str, Sequence[float | None]] = table.get("intervals") or {}
+    interval_header = f" {columns[0].name} 95% CI |" if intervals else ""
     lines = [
         table_header(table),
         "",
-        "| group | method | variant | " + " | ".join(c.header for c in columns) + " | queries |",
-        "|---|---|---|" + "---:|" * (len(columns) + 1),
+        "| group | method | variant | " + " | ".join(c.header for c in columns)
+        + f" |{interval_header} queries |",
+        "|---|---|---|" + "---:|" * (len(columns) + 1 + bool(intervals)),
     ]
     for group, names in grouped:
         for i, name in enumerate(names):
@@ -126,6 +142,8 @@ def table1_markdown(table: Mapping[str, Any]) -> str:
             for column in columns:
                 shown = format_value(metric_value(variants[name], column.key))
                 cells.append(f"**{shown}**" if shown == best[column.key] else shown)
+            if intervals:
+                cells.append(_interval(intervals.get(name)))
             cells.append(_count(variants[name]))
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -133,60 +151,48 @@ def table1_markdown(table: Mapping[str, Any]) -> str:
 
 # --- comparisons -----------------------------------------------------------------------------
 
+def compare_variants(table: Mapping[str, Any]) -> list[str]:
+    """One plain sentence per compared pair of ``table["comparisons"]``.
 
-def _references(variant: Variant, present: Mapping[str, Any]) -> list[str]:
-    """What an OPPU variant is compared with: same-k base first, then the baselines."""
-    same_k = "base-k0" if variant.k == 0 else f"rag-k{variant.k}"
-    refs = [same_k]
-    if variant.profile != "none":
-        refs.append(f"{variant.profile}-k{variant.k}")
-    pooled = f"pooled-k{variant.k}" if f"pooled-k{variant.k}" in present else "pooled-k0"
-    refs += [r for r in ("majority", "top-bm25", pooled) if r in present]
-    return refs
-
-
-def _sentence(name: str, ref: str, variants: Mapping[str, Any], column: MetricColumn) -> str:
-    ours = metric_value(variants[name], column.key)
-    theirs = metric_value(variants[ref], column.key)
-    head = (
-        f"{variant_label(name)} {column.name} {format_value(ours)} vs "
-        f"{variant_label(ref)} {format_value(theirs)}"
-    )
-    if ours is None or theirs is None:
-        return f"{head}: not comparable (a value is missing)"
-    diff = ours - theirs
-    if round(diff, 3) == 0:  # ties at the precision the table shows
-        return f"{head}: ±0.000 (ties)"
-    better = diff > 0 if column.higher_is_better else diff < 0
-    return f"{head}: {diff:+.3f} ({'wins' if better else 'does not win'})"
-
-
-def compare_oppu(table: Mapping[str, Any]) -> list[str]:
-    """Plain sentences: each OPPU variant vs the base at its k and the trivial baselines.
-
-    The base at the same k is ``base-k0`` for k=0 and ``rag-kJ`` for k>0 (the paper's
-    non-personalized row); profile variants are also compared with the profile alone. Uses the
-    task's primary metric; "wins" means strictly better at the table's three decimals.
+    Each gives the mean per-user difference of the primary metric with its 95% interval and
+    the paired t-test over users, then the example-level test (exact McNemar on the queries
+    only one side got right, for classification), and ends with the verdict: better or worse
+    only where the test over users gives p < 0.05, "not significant" otherwise.
     """
     column = primary_metric(table.get("kind", ""))
-    variants: Mapping[str, Any] = table.get("variants") or {}
-    sentences = []
-    for name in ordered_names(variants):
-        variant = known_variant(name)
-        if variant is None or variant.family != "oppu":
-            continue
-        label = variant_label(name)
-        if metric_value(variants[name], column.key) is None:
-            sentences.append(f"{label}: no {column.name} (no queries), nothing to compare")
-            continue
-        for ref in _references(variant, variants):
-            if ref in variants:
-                sentences.append(_sentence(name, ref, variants, column))
-            elif ref.startswith(("base-", "rag-")):
-                sentences.append(
-                    f"{label}: no {variant_label(ref)} (`{ref}`) in the table to compare with"
-                )
-    return sentences
+    comparisons: Mapping[str, Mapping[str, Any]] = table.get("comparisons") or {}
+    return [_comparison_sentence(name, values, column, table.get("kind") == "classification")
+            for name, values in comparisons.items()]
+
+
+def _comparison_sentence(name: str, values: Mapping[str, Any], column: MetricColumn,
+                         counted: bool) -> str:
+    variant, reference = split_pair(name)
+    head = f"{variant_label(variant)} vs {variant_label(reference)}, {column.name}"
+    mean, users = metric_value(values, "mean"), metric_value(values, "users") or 0
+    if mean is None:
+        return f"{head}: no user has queries under both, nothing to compare"
+    low, high, p = (metric_value(values, k) for k in ("low", "high", "p"))
+    over_users = f"{mean:+.3f} per user"
+    if low is None or p is None:
+        return f"{head}: {over_users} over {users:.0f} user(s): too few users to test"
+    over_users += f" (95% CI {low:+.3f} to {high:+.3f}, p = {p:.2g}, {users:.0f} users)"
+    example_p = metric_value(values, "example_p")
+    if counted:
+        examples = (f"queries only it got right: {values['a_better']:.0f}, only the other: "
+                    f"{values['b_better']:.0f} (McNemar p = {_p(example_p)})")
+    else:
+        examples = f"paired over queries p = {_p(example_p)}"
+    if p >= SIGNIFICANCE:
+        verdict = "not significant"
+    else:
+        better = mean > 0 if column.higher_is_better else mean < 0
+        verdict = f"{'better' if better else 'worse'}, significant"
+    return f"{head}: {over_users}; {examples}. {verdict.capitalize()}."
+
+
+def _p(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2g}"
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -230,9 +236,10 @@ def report_markdown(
     """The whole ``table1.md``: table, comparison sentences, notes, figure list."""
     figures = figures or {}
     parts = [f"# Table 1: {table.get('task', '?')}", "", table1_markdown(table)]
-    sentences = compare_oppu(table)
+    sentences = compare_variants(table)
     if sentences:
-        parts += ["## OPPU vs the baselines", "", *(f"- {s}" for s in sentences), ""]
+        parts += ["## Comparisons (paired, with uncertainty)", "",
+                  *(f"- {s}" for s in sentences), ""]
     parts += ["## Notes", "", *(f"- {n}" for n in _notes(table)), ""]
     if table.get("cost"):
         from oppu.simulations.cost_report import cost_markdown

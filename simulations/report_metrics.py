@@ -120,3 +120,10 @@ def pooled_metrics(records: Sequence[Record], variant: str) -> dict[str, float]:
     stats = (_user_stats(metric, record, variant) for record in records)
     return metric.compute(metric.sum(s for s in stats if s is not None))
 
+
+
+def pooled_interval(records: Sequence[Record], variant: str) -> tuple[float, float]:
+    """The variant's 95% interval of the primary metric over the same pooled statistics."""
+    metric = records_metric(records)
+    stats = (_user_stats(metric, record, variant) for record in records)
+    return metric.interval(metric.sum(s for s in stats if s is not None))

@@ -523,7 +523,8 @@ def valid_vectors(draw: st.DrawFn, kind: str) -> list[float]:
     n = draw(st.integers(0, 12))
     if kind == "generation":
         scores = draw(st.lists(st.floats(0, 1), min_size=n, max_size=n))
-        return [float(n), sum(scores), sum(scores) * draw(st.floats(0, 1))]
+        return [float(n), sum(scores), sum(scores) * draw(st.floats(0, 1)),
+                sum(x * x for x in scores)]
     inner = metric.inner if isinstance(metric, BlockMetric) else metric
     answers = [*LABELS, "zz"] if kind != "rating" else ["1", "3", "5", "x", "4.5"]
     golds = [*LABELS] if kind != "rating" else ["1", "2", "3", "4", "5"]

@@ -131,8 +131,9 @@ def test_empty_stats_give_nan() -> None:
         ("rating", (), [2, 4, 1], "abs_err"),
         ("rating", (), [0, 1, 1], "zero examples"),
         ("classification", ("x",), [1, 2, 1, 0, 0], "correct"),
-        ("generation", (), [1, 1.5, 0.5], "at most 1"),
-        ("generation", (), [1, 0.5], "expected 3"),
+        ("generation", (), [1, 1.5, 0.5, 1], "at most 1"),
+        ("generation", (), [1, 0.5, 0.5, 0.6], "squares of F1"),
+        ("generation", (), [1, 0.5], "expected 4"),
     ],
 )
 def test_validate_rejects_impossible(kind, labels, vector, message) -> None:
@@ -157,4 +158,5 @@ def test_accepts_task_kind_enum() -> None:
     from oppu.shared.tasks import TaskKind
 
     assert make_metric(TaskKind.RATING).stat_names() == ["count", "abs_err", "sq_err"]
-    assert make_metric(TaskKind.GENERATION).stat_names() == ["count", "rouge1", "rougeL"]
+    assert make_metric(TaskKind.GENERATION).stat_names() == ["count", "rouge1", "rougeL",
+                                                              "rouge1_sq"]

@@ -13,11 +13,15 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING
 
 from oppu.shared.errors import ConfigError, brief
 from oppu.shared.federation.aggregation_modes import AGGREGATIONS, AUTO, SEALED, SECAGG
 from oppu.shared.federation.keys import PERSONAL_BLOCK, RoundKey
 from oppu.shared.personal.peft_methods import PEFT_METHODS
+
+if TYPE_CHECKING:
+    from oppu.shared.metrics import MetricSpec
 from oppu.shared.personal.recipe import (
     DEFAULT_LORA_ALPHA,
     DEFAULT_LR,
@@ -123,6 +127,23 @@ class RoundConfig:
         """Names of the stats blocks a client's vector holds, in order (``BlockMetric``)."""
         names = tuple(v.strip() for v in self.suite.split(",") if v.strip())
         return names or (PERSONAL_BLOCK,)
+
+    @property
+    def pairs(self) -> tuple[str, ...]:
+        """The suite's paired comparisons, one stats block each after the variants'."""
+        from oppu.shared.personal.suite import comparison_pairs
+
+        return comparison_pairs(self.blocks) if self.suite.strip() else ()
+
+    def metric(self) -> MetricSpec:
+        """What a client's vector holds: the task's metric, or with a suite one block of it
+        per variant and one ``PairMetric`` block per comparison."""
+        from oppu.shared.block_metric import BlockMetric
+        from oppu.shared.metrics import make_metric
+        from oppu.shared.tasks import get_task
+
+        inner = make_metric(get_task(self.task).kind, self.labels)
+        return BlockMetric(inner, self.blocks, self.pairs) if self.suite.strip() else inner
 
     @property
     def holdout_value(self) -> float | int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from oppu.shared.data import split_history
 from oppu.shared.llm.training import TrainReport
 from oppu.shared.metrics import MetricSpec
+from oppu.shared.paired_stats import PairMetric, split_pair
 from oppu.shared.personal.adapter_meta import history_labels
 from oppu.shared.personal.evaluation import EvalQuery, EvalResult, heldout_queries
 from oppu.shared.personal.recipe import PersonalizeSettings
@@ -40,9 +41,18 @@ class VariantsOutcome:
     queries: int
     selections: dict[str, SelectionReport] = field(default_factory=dict)
 
-    def vector(self, metric: MetricSpec) -> list[float]:
-        """Every variant's statistics side by side, in suite order (the secure-sum input)."""
-        return [x for result in self.results.values() for x in metric.to_vector(result.stats)]
+    def vector(self, metric: MetricSpec, pairs: Sequence[str] = ()) -> list[float]:
+        """Every variant's statistics side by side, in suite order, then each compared
+        pair's (``oppu.shared.paired_stats``): the secure-sum input."""
+        variants = [x for result in self.results.values() for x in metric.to_vector(result.stats)]
+        return variants + [x for name in pairs for x in self.pair_vector(metric, name)]
+
+    def pair_vector(self, metric: MetricSpec, pair: str) -> list[float]:
+        """One comparison's summable statistics on this user's queries."""
+        variant, reference = split_pair(pair)
+        a, b = self.results[variant], self.results[reference]
+        paired = PairMetric(metric)
+        return paired.to_vector(paired.user_stats(a.predictions, b.predictions, a.golds))
 
 
 def personal_variant(recipe: PersonalizeSettings) -> Variant:

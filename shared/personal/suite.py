@@ -10,6 +10,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from oppu.shared.paired_stats import pair_name
 from oppu.shared.personal.variants import FAMILIES, Variant, parse_variant, variant_forms
 from oppu.shared.tasks import TaskSpec
 
@@ -75,6 +76,38 @@ def check_suite(task: TaskSpec, suite: Sequence[Variant], history: Sequence[Mapp
                          "pooled_adapter.")
     if pooled and not (Path(pooled_adapter) / "adapter_config.json").is_file():
         raise ValueError(f"No adapter in {pooled_adapter} (adapter_config.json is missing).")
+
+
+def comparison_pairs(variants: Sequence[str]) -> tuple[str, ...]:
+    """The comparisons a suite reports, as pair names, in suite order.
+
+    Every variant against non-personalized k=0 (``base-k0``); each OPPU variant also against
+    the same prompts without its adapter (RAG at its k, the profile alone at its k), the
+    pooled-history adapter and the trivial per-user baselines (majority label, top BM25 item).
+    Only pairs whose both sides are in the suite.
+    """
+    present = list(dict.fromkeys(variants))
+    pairs: list[str] = []
+
+    def add(variant: str, reference: str) -> None:
+        name = pair_name(variant, reference)
+        if reference in present and reference != variant and name not in pairs:
+            pairs.append(name)
+
+    for name in present:
+        add(name, "base-k0")
+        variant = parse_variant(name)
+        if variant.family != "oppu":
+            continue
+        if variant.k:
+            add(name, f"rag-k{variant.k}")
+        if variant.profile != "none":
+            add(name, f"{variant.profile}-k{variant.k}")
+        pooled = f"pooled-k{variant.k}"
+        add(name, pooled if pooled in present else "pooled-k0")
+        add(name, "majority")
+        add(name, "top-bm25")
+    return tuple(pairs)
 
 
 def suite_help() -> str:

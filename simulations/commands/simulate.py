@@ -93,7 +93,9 @@ def simulate(
         num_gpus=num_gpus, insecure=insecure)
     stop_cleanly_on_sigterm()
     table = run_simulation(data, out, settings, base=base, plots=plots)
-    from oppu.simulations.report import table1_markdown
+    from oppu.simulations.report import compare_variants, table1_markdown
 
     console.print(table1_markdown(table))
+    for sentence in compare_variants(table):
+        console.print(f"- {sentence}", markup=False)
     console.print(f"Done in {table['seconds_total']:.0f} s. Report: {out / 'report'}")
