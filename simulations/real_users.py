@@ -151,13 +151,20 @@ def correct(predictions: list[str], golds: list[str]) -> list[bool]:
 
 def mcnemar(a: list[bool], b: list[bool]) -> dict:
     """Exact two-sided McNemar test: the discordant pairs against a fair coin."""
-    from scipy.stats import binomtest
+    from oppu.shared.stat_tests import mcnemar as exact_mcnemar
 
     a_only = sum(x and not y for x, y in zip(a, b, strict=True))
     b_only = sum(y and not x for x, y in zip(a, b, strict=True))
-    n = a_only + b_only
-    p = binomtest(a_only, n, 0.5).pvalue if n else 1.0
-    return {"a_only": a_only, "b_only": b_only, "p": p}
+    return {"a_only": a_only, "b_only": b_only,
+            "p": exact_mcnemar(a_only, b_only, len(a))["p"]}
+
+
+def over_users(rows: list[dict], a: str, b: str) -> dict:
+    """Paired t-test over users of their accuracy difference (each user weighs 1)."""
+    from oppu.shared.stat_tests import paired_t
+
+    diffs = [r[a] - r[b] for r in rows]
+    return paired_t(len(diffs), sum(diffs), sum(d * d for d in diffs))
 
 
 def summarize(records: list[dict]) -> dict:
@@ -178,6 +185,8 @@ def summarize(records: list[dict]) -> dict:
         "pooled": {name: sum(v) / total for name, v in pooled.items()} if total else {},
         "adapter_vs_base": mcnemar(pooled["adapter"], pooled["base"]) if total else None,
         "adapter_vs_majority": mcnemar(pooled["adapter"], pooled["majority"]) if total else None,
+        "users_adapter_vs_base": over_users(rows, "adapter", "base"),
+        "users_adapter_vs_majority": over_users(rows, "adapter", "majority"),
         "users_adapter_beats_base": sum(r["adapter"] > r["base"] for r in rows),
         "users_adapter_below_base": sum(r["adapter"] < r["base"] for r in rows),
         "users_adapter_beats_majority": sum(r["adapter"] > r["majority"] for r in rows),
@@ -194,6 +203,15 @@ def markdown(summary: dict) -> str:
     if p:
         lines.append(f"| **pooled ({summary['queries']} items)** | | {p['base']:.3f} | "
                      f"{p['adapter']:.3f} | {p['majority']:.3f} |")
+        lines.append("")
+        for other, label in (("base", "the base"), ("majority", "the majority label")):
+            items, users = summary[f"adapter_vs_{other}"], summary.get(f"users_adapter_vs_{other}")
+            line = (f"As used vs {label}: {items['a_only']} items gained, {items['b_only']} "
+                    f"lost (exact McNemar p = {items['p']:.2g})")
+            if users and users["p"] == users["p"]:  # NaN with fewer than two users
+                line += (f"; per user {users['mean']:+.3f} (95% CI {users['low']:+.3f} to "
+                         f"{users['high']:+.3f}, paired t p = {users['p']:.2g})")
+            lines.append(line + ".")
     return "\n".join(lines)
 
 

@@ -215,6 +215,7 @@ def _notes(table: Mapping[str, Any]) -> list[str]:
         "OPPU without a named method is LoRA; k is the number of retrieved history items in "
         "each prompt.",
     ]
+    notes += _base_notes(table.get("base") or {})
     counts = {metric_value(m, "count") for m in variants.values()} - {None}
     if len(counts) == 1 and table.get("kind") == "classification" and min(counts) > 0:
         queries = min(counts)
@@ -226,6 +227,25 @@ def _notes(table: Mapping[str, Any]) -> list[str]:
     if seconds is not None:
         notes.append(f"Wall time of the whole simulation: {seconds:.0f} s.")
     return notes
+
+
+def _base_notes(base: Mapping[str, Any]) -> list[str]:
+    """What the base every column builds on is, and how it scored on held-out base users."""
+    if base.get("untuned"):
+        return [f"**The base is not task-adapted**: {base['untuned']}."]
+    check = base.get("check")
+    if not check:
+        return []
+    trivial = "; ".join(f"{name} {value:.3f}" for name, value in check["trivial"].items())
+    note = (f"Base check on {check['queries']} queries of {check['users']} held-out base "
+            f"users ({check['metric']}): untuned {check['untuned']:.3f}, task-adapted "
+            f"{check['adapted']:.3f} after {check['chosen_epochs']} epoch(s)"
+            + (f"; {trivial}" if trivial else "") + ".")
+    if check.get("beaten_by"):
+        note = (f"**Warning: the task-adapted base scores below {'; '.join(check['beaten_by'])}"
+                f" on held-out base users**, so every column starts below a trivial answer. "
+                + note)
+    return [note]
 
 
 def report_markdown(

@@ -87,6 +87,7 @@ def run_simulation(data: Path | None, out: Path, settings: SimulationSettings, *
         "seconds_total": round(time.perf_counter() - started, 1),
         "seconds_round": round(result.seconds, 1), "run_id": result.run_id,
         "base_version": result.base_version, "data": str(data),
+        "base": base_summary(base_dir),
         "settings": _settings_summary(settings),
         "cost": simulation_cost(records, result, memory, run_started),
     }
@@ -95,6 +96,16 @@ def run_simulation(data: Path | None, out: Path, settings: SimulationSettings, *
     paths = write_report(out / "report", table, records, plots=plots)
     table["report"] = {name: str(path) for name, path in paths.items()}
     return table
+
+
+def base_summary(base_dir: Path) -> dict:
+    """What the report says of the base: its variant, whether it was adapted, its check."""
+    manifest = read_manifest(base_dir)
+    if manifest is None:
+        return {}
+    training = manifest.training or {}
+    return {"variant": manifest.variant, "model_id": manifest.model_id,
+            "untuned": training.get("untuned", ""), "check": training.get("check")}
 
 
 def _checked_suite(task: TaskSpec, names: tuple[str, ...]) -> tuple[str, ...]:
@@ -109,7 +120,7 @@ def _checked_suite(task: TaskSpec, names: tuple[str, ...]) -> tuple[str, ...]:
 
 def prepare_base(dataset, out: Path, settings: SimulationSettings) -> Path:
     """The task-adapted base, trained on base users only (never a test user); cached."""
-    from oppu.coordinator.adapt import adapt_base, adaptation_examples
+    from oppu.coordinator.adapt import adapt_base, adaptation_queries
     from oppu.shared.llm.model import load_base_model
 
     target = out / "base"
@@ -122,17 +133,26 @@ def prepare_base(dataset, out: Path, settings: SimulationSettings) -> Path:
         console.print(f"Task-adapted base: reusing {target}")
         return target
     train_users = base_users(dataset, select_test_users(dataset))
-    examples = adaptation_examples(dataset, train_users, settings.adapt)
+    queries = adaptation_queries(dataset, train_users, settings.adapt)
     model, tokenizer, _ = load_base_model(settings.base_model)
-    console.print(f"Task-adapting the base on {len(examples)} examples of {len(train_users)} "
+    console.print(f"Task-adapting the base on {len(queries)} queries of {len(train_users)} "
                   "base users...")
-    manifest, report = adapt_base(model, tokenizer, examples, settings.adapt, out_dir=target,
-                                  model_id=settings.base_model or "embedded",
-                                  task=dataset.task)
-    write_text_atomic(stamp, json.dumps({"key": key, "version": manifest.version}))
-    console.print(f"Base {manifest.version[:12]}: {report.steps} steps in "
-                  f"{report.seconds:.0f} s (loss {report.first_loss:.3f} -> "
-                  f"{report.final_loss:.3f})")
+    adapted = adapt_base(model, tokenizer, dataset.spec, queries, settings.adapt,
+                         out_dir=target, model_id=settings.base_model or "embedded",
+                         refuse_weak=False)
+    write_text_atomic(stamp, json.dumps({"key": key, "version": adapted.manifest.version}))
+    if adapted.untuned_reason:
+        console.print(f"[yellow]Base {adapted.manifest.version[:12]}: "
+                      f"{adapted.untuned_reason}.[/]")
+    else:
+        report = adapted.report
+        console.print(f"Base {adapted.manifest.version[:12]}: {report.steps} steps in "
+                      f"{report.seconds:.0f} s (loss {report.first_loss:.3f} -> "
+                      f"{report.final_loss:.3f})")
+    if adapted.check is not None:
+        console.print(adapted.check.table(), markup=False)
+    if adapted.check is not None and adapted.check.warning():
+        console.print(f"[bold red]Warning:[/] {adapted.check.warning()} The report says so.")
     return target
 
 

@@ -15,7 +15,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from test_federation import base_artifact
 
 from oppu.client.simulation import safe_name, suite_key, suite_variants
 from oppu.shared.block_metric import BlockMetric
@@ -30,8 +29,9 @@ SMOKE_SUITE = ("base-k0", "majority", "top-bm25", "oppu-k0")
 SMOKE_USERS = 10
 
 
-def ten_user_lamp_dir(root: Path) -> Path:
-    """The bundled sample with its 10 most active users as test users (time split kept)."""
+def ten_user_lamp_dir(root: Path, *, base_users: bool = True) -> Path:
+    """The bundled sample with its 10 most active users as test users (time split kept);
+    without ``base_users`` the other users' queries are left out (nothing to adapt on)."""
     target = root / "lamp10"
     target.mkdir()
     for name in ("questions.json", "outputs.json", "users.json"):
@@ -40,8 +40,16 @@ def ten_user_lamp_dir(root: Path) -> Path:
     ranked = sorted(dataset.users(), key=lambda u: (-sum(len(q.profile) for q in
                                                          dataset.users()[u]), u))
     test = ranked[:SMOKE_USERS]
-    (target / "split.json").write_text(json.dumps({
-        "test_users": test, "base_users": [u for u in dataset.users() if u not in test]}))
+    base = [u for u in dataset.users() if u not in test]
+    if not base_users:
+        kept = {q.id for q in dataset.queries if q.user_id in test}
+        for name, key in (("questions.json", None), ("outputs.json", "golds")):
+            data = json.loads((target / name).read_text())
+            rows = data[key] if key else data
+            rows[:] = [row for row in rows if row["id"] in kept]
+            (target / name).write_text(json.dumps(data))
+        base = []
+    (target / "split.json").write_text(json.dumps({"test_users": test, "base_users": base}))
     return target
 
 
@@ -130,7 +138,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory):
     from oppu.simulations.simulate import SimulationSettings, run_simulation
 
     root = tmp_path_factory.mktemp("simulation")
-    data = ten_user_lamp_dir(root)
+    data = ten_user_lamp_dir(root, base_users=False)  # so it runs on the untuned base
     settings = SimulationSettings(
         users=SMOKE_USERS, suite=SMOKE_SUITE, max_history=8,
         personal=PersonalizeSettings(peft=PeftSettings(alpha=16), train=TrainSettings(
@@ -139,7 +147,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory):
     out = root / "out"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OMP_NUM_THREADS", "2")
-        table = run_simulation(data, out, settings, base=base_artifact(), plots=True)
+        table = run_simulation(data, out, settings, plots=True)
     return data, out, settings, table
 
 
@@ -159,6 +167,18 @@ def test_simulation_table_is_the_secure_sum_of_every_users_local_record(smoke):
         assert table["variants"][variant]["count"] == queries
         assert table["variants"][variant]["accuracy"] == pytest.approx(expected["accuracy"])
         assert table["variants"][variant]["f1"] == pytest.approx(expected["f1"])
+        assert table["intervals"][variant] == pytest.approx(metric.interval(summed))
+    # Every comparison's test, from the secure sum, is the one the pooled records give.
+    block = BlockMetric(metric, SMOKE_SUITE, tuple(table["comparisons"]))
+    assert "oppu-k0 vs majority" in table["comparisons"]
+    for pair, values in table["comparisons"].items():
+        paired = block.paired
+        pooled = paired.compute(paired.sum(paired.from_vector(r["pairs"][pair]) for r in records))
+        assert values["users"] == pooled["users"] == SMOKE_USERS
+        assert (values["a_better"], values["b_better"]) == (pooled["a_better"],
+                                                            pooled["b_better"])
+        for key in ("mean", "low", "high", "p", "example_p"):
+            assert values[key] == pytest.approx(pooled[key], abs=1e-3, nan_ok=True), (pair, key)
 
 
 @pytest.mark.slow
@@ -182,6 +202,9 @@ def test_simulation_writes_report_and_adapters_and_keeps_the_base_once(smoke):
     markdown = (out / "report" / "table1.md").read_text()
     for variant in SMOKE_SUITE:
         assert f"`{variant}`" in markdown
+    # The data has no base users: the untuned base, and the report says so.
+    assert "**The base is not task-adapted**: no base-user queries" in markdown
+    assert "accuracy 95% CI" in markdown and "McNemar p = " in markdown
     assert json.loads((out / "report" / "table1.json").read_text())["users"] == SMOKE_USERS
     assert (out / "report" / "fig7_similarity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     adapters = list(out.glob("users/*/adapters/LaMP_2N.oppu-k0/adapter_model.safetensors"))
@@ -205,7 +228,7 @@ def test_a_rerun_resumes_from_the_users_records(smoke):
     data, out, settings, table = smoke
     records = sorted(out.glob("users/*/suite-*.json"))
     before = {p: p.stat().st_mtime_ns for p in records}
-    again = run_simulation(data, out, settings, base=base_artifact(), plots=False)
+    again = run_simulation(data, out, settings, plots=False)
     assert {p: p.stat().st_mtime_ns for p in records} == before  # nobody retrained
     assert again["variants"] == table["variants"]
     assert again["cost"]["resumed"] == SMOKE_USERS

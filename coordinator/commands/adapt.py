@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from oppu.coordinator.adapt import VARIANTS, AdaptSettings, adapt_base, adaptation_examples
+from oppu.coordinator.adapt import VARIANTS, AdaptSettings, adapt_base, adaptation_queries
 from oppu.shared.cli_support import console, friendly_errors, quiet_libraries
 from oppu.shared.data import base_users, load_lamp
 from oppu.shared.llm.training import TrainSettings
@@ -28,13 +28,21 @@ def adapt(
     max_steps: Annotated[int | None, typer.Option(help="Cap for CPU runs.")] = None,
     out: Annotated[Path | None, typer.Option(help="Artifact dir (default: OPPU_HOME).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    check_share: Annotated[float, typer.Option(
+        min=0.0, max=0.9, help="Share of base users held out to choose epochs and check the "
+        "base (0: no check).")] = 0.2,
+    accept_weak_base: Annotated[bool, typer.Option(
+        help="Save the base even when it scores below the trivial answer.")] = False,
 ) -> None:
-    """Train one LoRA on the base users' queries, merge it, save a versioned base."""
+    """Train one LoRA on the base users' queries, keep its best epoch on held-out base users,
+    merge it, save a versioned base; print how it compares with the untuned model and the
+    base users' most common answer (and refuse a base below that)."""
     quiet_libraries()
     from oppu.shared.llm.model import load_base_model
 
     dataset = load_lamp(data, task)
     settings = AdaptSettings(variant=variant, k=k, max_examples=max_examples,
+                             check_share=check_share,
                              train=TrainSettings(lr=lr, epochs=epochs, batch_size=batch_size,
                                                  max_steps=max_steps))
     users = base_users(dataset)
@@ -46,11 +54,20 @@ def adapt(
         def profile_of(items):
             return build_profile(model, tokenizer, dataset.spec, items, mode="pag")
 
-    examples = adaptation_examples(dataset, users, settings, profile_of=profile_of)
-    console.print(f"{dataset.task}: {len(examples)} examples from {len(users)} base users.")
+    queries = adaptation_queries(dataset, users, settings)
+    console.print(f"{dataset.task}: {len(queries)} queries of {len(users)} base users.")
     target = out or oppu_home() / "bases" / f"{dataset.task}-{variant}"
-    manifest, report = adapt_base(model, tokenizer, examples, settings, out_dir=target,
-                                  model_id=base_model or "embedded", task=dataset.task)
-    console.print(f"Trained {report.steps} steps in {report.seconds:.0f} s "
-                  f"(loss {report.first_loss:.3f} -> {report.final_loss:.3f}).")
-    console.print(f"Base artifact: {target}\nversion {manifest.version}")
+    adapted = adapt_base(model, tokenizer, dataset.spec, queries, settings, out_dir=target,
+                         model_id=base_model or "embedded", profile_of=profile_of,
+                         refuse_weak=not accept_weak_base)
+    if adapted.untuned_reason:
+        console.print(f"[yellow]{adapted.untuned_reason}.[/]")
+    else:
+        report = adapted.report
+        console.print(f"Trained {report.steps} steps in {report.seconds:.0f} s "
+                      f"(loss {report.first_loss:.3f} -> {report.final_loss:.3f}).")
+    if adapted.check is not None:
+        console.print(adapted.check.table(), markup=False)
+        if adapted.check.warning():
+            console.print(f"[bold red]Warning:[/] {adapted.check.warning()}")
+    console.print(f"Base artifact: {target}\nversion {adapted.manifest.version}")
