@@ -342,9 +342,27 @@ class RatingMetric(MetricSpec):
         return problems
 
 
+BLEU_ORDERS = 4
+
+
+class _NoWordNet:
+    """METEOR's synonym stage without WordNet data (no hub may supply it at run time): no
+    word has synonyms, so only the exact and Porter-stem stages match."""
+
+    @staticmethod
+    def synsets(*_args: Any, **_kwargs: Any) -> list:
+        return []
+
+
 class GenerationMetric(MetricSpec):
-    """Mean ROUGE-1 and ROUGE-L F1. Layout: ``count, rouge1, rougeL, rouge1_sq`` (sums of
-    per-example F1, and of ROUGE-1's squares for its interval).
+    """Mean ROUGE-1 and ROUGE-L F1, corpus BLEU and mean METEOR.
+
+    Layout: ``count, rouge1, rougeL, rouge1_sq, meteor`` (sums of per-example scores, and of
+    ROUGE-1's squares for its interval), then BLEU's corpus statistics ``bleu_sys_len,
+    bleu_ref_len, bleu_correct_1..4, bleu_total_1..4``: corpus BLEU is a function of those
+    sums, so the pooled score is sacrebleu's own corpus BLEU (default 13a tokenizer, 0-100).
+    METEOR is nltk's with lowercased whitespace tokens and the exact and stem stages only
+    (``_NoWordNet``).
 
     We report the exact mean of per-example F1. HF ``evaluate`` (which LaMP calls) reports the
     mid point of a bootstrap over the examples instead, which is random and cannot be rebuilt
@@ -360,23 +378,55 @@ class GenerationMetric(MetricSpec):
 
         return rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=False)
 
+    @cached_property
+    def _bleu(self) -> Any:
+        from sacrebleu.metrics import BLEU
+
+        return BLEU(effective_order=True)  # sentence statistics only; the corpus score below
+
     def stat_names(self) -> list[str]:
-        return ["count", "rouge1", "rougeL", "rouge1_sq"]
+        orders = range(1, BLEU_ORDERS + 1)
+        return ["count", "rouge1", "rougeL", "rouge1_sq", "meteor", "bleu_sys_len",
+                "bleu_ref_len", *(f"bleu_correct_{n}" for n in orders),
+                *(f"bleu_total_{n}" for n in orders)]
+
+    def whole_stat_names(self) -> list[str]:
+        return ["count", *(n for n in self.stat_names() if n.startswith("bleu_"))]
 
     def update(self, stats: Stats, prediction: str, gold: str) -> None:
-        scores = self._scorer.score(str(gold).strip(), str(prediction).strip())
+        from nltk.translate.meteor_score import meteor_score
+
+        gold, prediction = str(gold).strip(), str(prediction).strip()
+        scores = self._scorer.score(gold, prediction)
         stats["count"] += 1
         stats["rouge1"] += scores["rouge1"].fmeasure
         stats["rougeL"] += scores["rougeL"].fmeasure
         stats["rouge1_sq"] += scores["rouge1"].fmeasure ** 2
+        stats["meteor"] += meteor_score([gold.lower().split()], prediction.lower().split(),
+                                        wordnet=_NoWordNet())
+        bleu = self._bleu.sentence_score(prediction, [gold])
+        stats["bleu_sys_len"] += bleu.sys_len
+        stats["bleu_ref_len"] += bleu.ref_len
+        for n in range(BLEU_ORDERS):
+            stats[f"bleu_correct_{n + 1}"] += bleu.counts[n]
+            stats[f"bleu_total_{n + 1}"] += bleu.totals[n]
 
     def compute(self, stats: Stats) -> dict[str, float]:
         count = stats["count"]
         if count == 0:
-            return {"rouge-1": math.nan, "rouge-l": math.nan, "count": 0.0}
+            return {"rouge-1": math.nan, "rouge-l": math.nan, "bleu": math.nan,
+                    "meteor": math.nan, "count": 0.0}
+        orders = range(1, BLEU_ORDERS + 1)
+        bleu = self._bleu.compute_bleu(
+            correct=[int(stats[f"bleu_correct_{n}"]) for n in orders],
+            total=[int(stats[f"bleu_total_{n}"]) for n in orders],
+            sys_len=int(stats["bleu_sys_len"]), ref_len=int(stats["bleu_ref_len"]),
+            effective_order=False)
         return {
             "rouge-1": stats["rouge1"] / count,
             "rouge-l": stats["rougeL"] / count,
+            "bleu": bleu.score,
+            "meteor": stats["meteor"] / count,
             "count": count,
         }
 
@@ -386,13 +436,18 @@ class GenerationMetric(MetricSpec):
 
     def _check(self, stats: Stats) -> list[str]:
         count = stats["count"]
-        problems = self._integral(stats, ["count"])
-        for name in ("rouge1", "rougeL"):
+        problems = self._integral(stats, self.whole_stat_names())
+        for name in ("rouge1", "rougeL", "meteor"):
             if not _close_le(stats[name], count, count):
-                problems.append(f"'{name}' ({stats[name]}) > count ({count}); F1 is at most 1")
+                problems.append(f"'{name}' ({stats[name]}) > count ({count}); a score is at "
+                                "most 1")
         if not _close_le(stats["rouge1_sq"], stats["rouge1"], count):
             problems.append(f"'rouge1_sq' ({stats['rouge1_sq']}) > 'rouge1' ({stats['rouge1']}); "
                             "squares of F1 are at most the F1")
+        for n in range(1, BLEU_ORDERS + 1):
+            correct, total = stats[f"bleu_correct_{n}"], stats[f"bleu_total_{n}"]
+            if not _close_le(correct, total, count):
+                problems.append(f"'bleu_correct_{n}' ({correct}) > 'bleu_total_{n}' ({total})")
         return problems
 
 

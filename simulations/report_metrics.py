@@ -30,7 +30,7 @@ class MetricColumn:
         return f"{self.name} {'↑' if self.higher_is_better else '↓'}"
 
 
-METRICS: dict[str, tuple[MetricColumn, MetricColumn]] = {
+METRICS: dict[str, tuple[MetricColumn, ...]] = {
     "classification": (
         MetricColumn("accuracy", "accuracy", True),
         MetricColumn("f1", "macro-F1", True),
@@ -39,12 +39,14 @@ METRICS: dict[str, tuple[MetricColumn, MetricColumn]] = {
     "generation": (
         MetricColumn("rouge-1", "ROUGE-1", True),
         MetricColumn("rouge-l", "ROUGE-L", True),
+        MetricColumn("bleu", "BLEU", True),
+        MetricColumn("meteor", "METEOR", True),
     ),
 }
 
 
-def metric_columns(kind: str) -> tuple[MetricColumn, MetricColumn]:
-    """The task kind's metric pair, primary first (accuracy / MAE / ROUGE-1)."""
+def metric_columns(kind: str) -> tuple[MetricColumn, ...]:
+    """The task kind's metrics, primary first (accuracy / MAE / ROUGE-1)."""
     try:
         return METRICS[str(kind).lower()]
     except KeyError:

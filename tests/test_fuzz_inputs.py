@@ -523,8 +523,11 @@ def valid_vectors(draw: st.DrawFn, kind: str) -> list[float]:
     n = draw(st.integers(0, 12))
     if kind == "generation":
         scores = draw(st.lists(st.floats(0, 1), min_size=n, max_size=n))
+        correct = draw(st.lists(st.integers(0, 20), min_size=4, max_size=4))
         return [float(n), sum(scores), sum(scores) * draw(st.floats(0, 1)),
-                sum(x * x for x in scores)]
+                sum(x * x for x in scores), sum(scores) * draw(st.floats(0, 1)),
+                float(draw(st.integers(0, 50))), float(draw(st.integers(0, 50))),
+                *map(float, correct), *(float(c + draw(st.integers(0, 5))) for c in correct)]
     inner = metric.inner if isinstance(metric, BlockMetric) else metric
     answers = [*LABELS, "zz"] if kind != "rating" else ["1", "3", "5", "x", "4.5"]
     golds = [*LABELS] if kind != "rating" else ["1", "2", "3", "4", "5"]

@@ -117,6 +117,25 @@ def test_rouge_hand_checked() -> None:
     assert result["rouge-l"] == pytest.approx((1 / 4 + 4 / 7) / 2)
 
 
+def test_bleu_from_summed_statistics_is_sacrebleus_corpus_bleu_and_meteor_its_mean() -> None:
+    from nltk.translate.meteor_score import meteor_score
+    from sacrebleu import corpus_bleu
+
+    metric = make_metric("generation")
+    predictions = ["the cat sat on the mat", "running dogs bark", "a b c d e"]
+    golds = ["a cat sat on the mat", "the dog runs", "a b c d e"]
+    halves = [metric.stats_for(predictions[:1], golds[:1]), metric.stats_for(predictions[1:],
+                                                                             golds[1:])]
+    result = metric.compute(metric.sum(halves))
+    assert result["bleu"] == pytest.approx(corpus_bleu(predictions, [golds]).score, rel=1e-12)
+    # exact and stem stages only: "runs"/"running" match by stem, "dog"/"dogs" too
+    assert result["meteor"] == pytest.approx(sum(
+        meteor_score([g.split()], p.split(), wordnet=type("NoWordNet", (), {
+            "synsets": staticmethod(lambda *a, **k: [])})())
+        for p, g in zip(predictions, golds, strict=True)) / 3)
+    assert metric.score(["x"], ["x"])["meteor"] > 0.49
+
+
 def test_empty_stats_give_nan() -> None:
     metric = make_metric("rating")
     assert math.isnan(metric.compute(metric.new_stats())["mae"])
@@ -131,9 +150,10 @@ def test_empty_stats_give_nan() -> None:
         ("rating", (), [2, 4, 1], "abs_err"),
         ("rating", (), [0, 1, 1], "zero examples"),
         ("classification", ("x",), [1, 2, 1, 0, 0], "correct"),
-        ("generation", (), [1, 1.5, 0.5, 1], "at most 1"),
-        ("generation", (), [1, 0.5, 0.5, 0.6], "squares of F1"),
-        ("generation", (), [1, 0.5], "expected 4"),
+        ("generation", (), [1, 1.5, 0.5, 1, 0, *[0] * 10], "at most 1"),
+        ("generation", (), [1, 0.5, 0.5, 0.6, 0, *[0] * 10], "squares of F1"),
+        ("generation", (), [1, 0.5, 0.5, 0.2, 0, 3, 3, 4, 0, 0, 0, 3, 2, 1, 0], "bleu_correct_1"),
+        ("generation", (), [1, 0.5], "expected 15"),
     ],
 )
 def test_validate_rejects_impossible(kind, labels, vector, message) -> None:
@@ -158,5 +178,5 @@ def test_accepts_task_kind_enum() -> None:
     from oppu.shared.tasks import TaskKind
 
     assert make_metric(TaskKind.RATING).stat_names() == ["count", "abs_err", "sq_err"]
-    assert make_metric(TaskKind.GENERATION).stat_names() == ["count", "rouge1", "rougeL",
-                                                              "rouge1_sq"]
+    assert make_metric(TaskKind.GENERATION).stat_names()[:5] == ["count", "rouge1", "rougeL",
+                                                                  "rouge1_sq", "meteor"]

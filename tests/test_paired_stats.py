@@ -131,3 +131,5 @@ def test_comparison_pairs_follow_the_paper() -> None:
     assert "oppu-k0 vs rag-k1" not in pairs and "majority vs oppu-k0" not in pairs
     assert len(pairs) == len(set(pairs))
     assert comparison_pairs(["oppu-k0", "majority"]) == ("oppu-k0 vs majority",)
+    assert comparison_pairs(["base-k0", "rag-k1", "pag-k1", "gpg-k1"])[-3:] == (
+        "gpg-k1 vs base-k0", "gpg-k1 vs pag-k1", "gpg-k1 vs rag-k1")

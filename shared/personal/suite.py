@@ -81,7 +81,8 @@ def check_suite(task: TaskSpec, suite: Sequence[Variant], history: Sequence[Mapp
 def comparison_pairs(variants: Sequence[str]) -> tuple[str, ...]:
     """The comparisons a suite reports, as pair names, in suite order.
 
-    Every variant against non-personalized k=0 (``base-k0``); each OPPU variant also against
+    Every variant against non-personalized k=0 (``base-k0``); GPG against PAG and retrieval
+    alone at its k (as the GPG paper reports it); each OPPU variant also against
     the same prompts without its adapter (RAG at its k, the profile alone at its k), the
     pooled-history adapter and the trivial per-user baselines (majority label, top BM25 item).
     Only pairs whose both sides are in the suite.
@@ -97,6 +98,9 @@ def comparison_pairs(variants: Sequence[str]) -> tuple[str, ...]:
     for name in present:
         add(name, "base-k0")
         variant = parse_variant(name)
+        if variant.family == "profile" and variant.profile == "gpg":
+            add(name, f"pag-k{variant.k}")  # the GPG paper's comparisons
+            add(name, f"rag-k{variant.k}")
         if variant.family != "oppu":
             continue
         if variant.k:
