@@ -20,6 +20,7 @@ from oppu.coordinator.base_check import (
     trivial_answers,
     with_profiles,
 )
+from oppu.coordinator.base_recipe import RecipeChoice, choose_recipe
 from oppu.shared.atomic import atomic_directory
 from oppu.shared.data import LampDataset
 from oppu.shared.errors import OppuError
@@ -27,6 +28,8 @@ from oppu.shared.federation.base_artifact import BaseManifest, write_manifest
 from oppu.shared.llm.training import TrainReport, TrainSettings
 from oppu.shared.personal.peft_methods import PeftSettings
 from oppu.shared.personal.private_adapter import attach_fresh_adapter, train_on_examples
+from oppu.shared.personal.recipe import PersonalizeSettings
+from oppu.shared.personal.selection import SelectionSettings
 from oppu.shared.retrieval import HistoryIndex
 from oppu.shared.tasks import Example, TaskSpec
 
@@ -49,6 +52,9 @@ class AdaptSettings:
     """Fewer base users than this: no check (the base trains on all of them)."""
     max_check_queries: int = 100
     """Cap on the check's queries (each is scored once per epoch)."""
+    recipe_users: int = 8
+    """Held-out base users the private-adapter recipe is chosen on (``base_recipe``; 0: no
+    choice)."""
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -77,9 +83,8 @@ def adaptation_queries(dataset: LampDataset, users: Sequence[str], settings: Ada
         if settings.variant == "rag" and settings.k > 0 and query.profile:
             index = HistoryIndex(task, query.profile)
             retrieved = tuple(index.top_k(task.retrieval_query(query.input), settings.k))
-        profile_items = tuple(query.profile) if settings.variant == "profile" else ()
         queries.append(AdaptQuery(query.user_id, query.input, query.gold, retrieved,
-                                  profile_items=profile_items))
+                                  history=tuple(query.profile)))
     return queries
 
 
@@ -103,18 +108,22 @@ class Adapted:
     check: BaseCheck | None
     untuned_reason: str = ""
     """Why the base was saved untuned (no base users), or empty."""
+    recipe: RecipeChoice | None = None
 
 
 def adapt_base(model, tokenizer, task: TaskSpec, queries: Sequence[AdaptQuery],
                settings: AdaptSettings, *, out_dir: Path, model_id: str,
                profile_of: Callable[[Sequence[Mapping]], str] | None = None,
+               personal: PersonalizeSettings | None = None,
                refuse_weak: bool = True, show_progress: bool = True) -> Adapted:
     """Train a LoRA on the base users' ``queries``, keep its best epoch on held-out base
     users (``base_check``), merge it into ``model`` and save a verified artifact.
 
     Without queries (a dataset with no base users) the untuned model is saved, saying why.
     With ``refuse_weak`` a base that scores below the trivial answer is not saved: an
-    ``OppuError`` carries the check's table instead.
+    ``OppuError`` carries the check's table instead. Given the ``personal`` recipe, its
+    learning rate and epochs are then chosen on held-out base users (``base_recipe``) and
+    stored in the manifest.
     """
     if not queries:
         reason = "no base-user queries with gold answers: the base is the untuned model"
@@ -162,8 +171,15 @@ def adapt_base(model, tokenizer, task: TaskSpec, queries: Sequence[AdaptQuery],
                 **settings.train.to_dict()}
     if check is not None:
         training["check"] = check.to_dict()
+    recipe = None
+    if personal is not None and check_queries and settings.recipe_users:
+        recipe = choose_recipe(merged, tokenizer, task, check_queries, personal,
+                               SelectionSettings(), max_users=settings.recipe_users,
+                               seed=settings.train.seed)
+    if recipe is not None:
+        training["recipe"] = recipe.to_dict()
     return Adapted(_save(merged, tokenizer, out_dir, model_id, task.name, settings, training),
-                   report, check)
+                   report, check, recipe=recipe)
 
 
 def _lora_state(peft_model) -> dict:

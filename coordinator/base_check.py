@@ -31,9 +31,10 @@ class AdaptQuery:
     gold: str
     retrieved: tuple = ()
     profile: str | None = None
-    profile_items: tuple = ()
-    """The profile variant's items to write ``profile`` from (written only for the queries
-    used: each profile is a generation)."""
+    history: tuple = ()
+    """The user's items before this query (LaMP's profile): the profile variant writes
+    ``profile`` from them (only for the queries used: each is a generation), and the recipe
+    choice trains on them (``base_recipe``)."""
 
     def prompt(self, task: TaskSpec) -> str:
         return task.build_prompt(self.input, retrieved=self.retrieved, profile=self.profile)
@@ -44,8 +45,7 @@ def with_profiles(queries: Sequence[AdaptQuery],
     """The queries with their profiles written (those that have profile items)."""
     if profile_of is None:
         return list(queries)
-    return [replace(q, profile=profile_of(q.profile_items)) if q.profile_items else q
-            for q in queries]
+    return [replace(q, profile=profile_of(q.history)) if q.history else q for q in queries]
 
 
 def split_check_users(queries: Sequence[AdaptQuery], share: float, min_users: int,

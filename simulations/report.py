@@ -215,7 +215,8 @@ def _notes(table: Mapping[str, Any]) -> list[str]:
         "OPPU without a named method is LoRA; k is the number of retrieved history items in "
         "each prompt.",
     ]
-    notes += _base_notes(table.get("base") or {})
+    personal = ((table.get("settings") or {}).get("personal") or {}).get("train") or {}
+    notes += _base_notes(table.get("base") or {}, personal)
     counts = {metric_value(m, "count") for m in variants.values()} - {None}
     if len(counts) == 1 and table.get("kind") == "classification" and min(counts) > 0:
         queries = min(counts)
@@ -229,13 +230,23 @@ def _notes(table: Mapping[str, Any]) -> list[str]:
     return notes
 
 
-def _base_notes(base: Mapping[str, Any]) -> list[str]:
-    """What the base every column builds on is, and how it scored on held-out base users."""
+def _base_notes(base: Mapping[str, Any], trained: Mapping[str, Any]) -> list[str]:
+    """What the base every column builds on is, how it scored on held-out base users, and
+    the recipe chosen there against the one the private adapters ran with (``trained``)."""
     if base.get("untuned"):
         return [f"**The base is not task-adapted**: {base['untuned']}."]
+    notes = []
+    recipe = base.get("recipe")
+    if recipe:
+        epochs = trained.get("epochs")
+        ran = (f"; the private adapters trained with lr {trained['lr']:g} for "
+               + (f"{epochs} epoch(s)" if epochs else "the task's default epochs")
+               if trained.get("lr") else "")
+        notes.append(f"Private-adapter recipe chosen on {len(recipe['users'])} held-out base "
+                     f"users: lr {recipe['lr']:g}, {recipe['epochs']} epoch(s){ran}.")
     check = base.get("check")
     if not check:
-        return []
+        return notes
     trivial = "; ".join(f"{name} {value:.3f}" for name, value in check["trivial"].items())
     note = (f"Base check on {check['queries']} queries of {check['users']} held-out base "
             f"users ({check['metric']}): untuned {check['untuned']:.3f}, task-adapted "
@@ -245,7 +256,7 @@ def _base_notes(base: Mapping[str, Any]) -> list[str]:
         note = (f"**Warning: the task-adapted base scores below {'; '.join(check['beaten_by'])}"
                 f" on held-out base users**, so every column starts below a trivial answer. "
                 + note)
-    return [note]
+    return [note, *notes]
 
 
 def report_markdown(

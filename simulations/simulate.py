@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from oppu.coordinator.adapt import AdaptSettings
@@ -48,6 +48,9 @@ class SimulationSettings:
     adapt: AdaptSettings = field(default_factory=lambda: AdaptSettings(
         train=TrainSettings(lr=5e-4, epochs=3, batch_size=8)))
     personal: PersonalizeSettings = field(default_factory=small_model_personal_settings)
+    recipe_from_base: bool = True
+    """Train with the learning rate and epochs the base's manifest records as chosen on
+    held-out base users (``base_recipe``), where it has them."""
     base_model: str | None = None
     task: str | None = None
     """Task name when the directory's outputs.json does not say (official LaMP files do)."""
@@ -74,6 +77,7 @@ def run_simulation(data: Path | None, out: Path, settings: SimulationSettings, *
     pooled = None
     if any(v.startswith("pooled-") for v in suite):
         pooled = prepare_pooled(cohort, base_dir, out, settings)
+    settings = with_base_recipe(settings, base_dir)
     release_memory()  # the models used above are gone; the simulation needs the room
     run_config = simulation_run_config(data, out, task, cohort, suite, settings, pooled)
     memory, run_started = PeakMemory(), time.time()
@@ -98,6 +102,19 @@ def run_simulation(data: Path | None, out: Path, settings: SimulationSettings, *
     return table
 
 
+def with_base_recipe(settings: SimulationSettings, base_dir: Path) -> SimulationSettings:
+    """The settings with the base users' chosen lr and epochs, when wanted and recorded."""
+    manifest = read_manifest(base_dir)
+    chosen = (manifest.training or {}).get("recipe") if manifest else None
+    if not settings.recipe_from_base or not chosen:
+        return settings
+    train = replace(settings.personal.train, lr=chosen["lr"], epochs=chosen["epochs"])
+    console.print(f"Private-adapter recipe from the base's manifest (chosen on "
+                  f"{len(chosen['users'])} held-out base users): lr {chosen['lr']:g}, "
+                  f"{chosen['epochs']} epoch(s).")
+    return replace(settings, personal=replace(settings.personal, train=train))
+
+
 def base_summary(base_dir: Path) -> dict:
     """What the report says of the base: its variant, whether it was adapted, its check."""
     manifest = read_manifest(base_dir)
@@ -105,7 +122,8 @@ def base_summary(base_dir: Path) -> dict:
         return {}
     training = manifest.training or {}
     return {"variant": manifest.variant, "model_id": manifest.model_id,
-            "untuned": training.get("untuned", ""), "check": training.get("check")}
+            "untuned": training.get("untuned", ""), "check": training.get("check"),
+            "recipe": training.get("recipe")}
 
 
 def _checked_suite(task: TaskSpec, names: tuple[str, ...]) -> tuple[str, ...]:
@@ -125,7 +143,7 @@ def prepare_base(dataset, out: Path, settings: SimulationSettings) -> Path:
 
     target = out / "base"
     key = _digest({"data": str(dataset.directory), "adapt": asdict(settings.adapt),
-                   "base_model": settings.base_model})
+                   "base_model": settings.base_model, "personal": asdict(settings.personal)})
     stamp = target / "oppu_simulation_base.json"
     if read_manifest(target) is not None and stamp.is_file() \
             and json.loads(stamp.read_text()).get("key") == key:
@@ -139,7 +157,7 @@ def prepare_base(dataset, out: Path, settings: SimulationSettings) -> Path:
                   "base users...")
     adapted = adapt_base(model, tokenizer, dataset.spec, queries, settings.adapt,
                          out_dir=target, model_id=settings.base_model or "embedded",
-                         refuse_weak=False)
+                         personal=settings.personal, refuse_weak=False)
     write_text_atomic(stamp, json.dumps({"key": key, "version": adapted.manifest.version}))
     if adapted.untuned_reason:
         console.print(f"[yellow]Base {adapted.manifest.version[:12]}: "
@@ -151,6 +169,8 @@ def prepare_base(dataset, out: Path, settings: SimulationSettings) -> Path:
                       f"{report.final_loss:.3f})")
     if adapted.check is not None:
         console.print(adapted.check.table(), markup=False)
+    if adapted.recipe is not None:
+        console.print(adapted.recipe.summary())
     if adapted.check is not None and adapted.check.warning():
         console.print(f"[bold red]Warning:[/] {adapted.check.warning()} The report says so.")
     return target

@@ -122,3 +122,8 @@ def test_adapt_refuses_a_base_below_the_trivial_answer_and_shows_its_table(tmp_p
     check = json.loads((out / "oppu_manifest.json").read_text())["training"]["check"]
     assert check["beaten_by"] == ["always '5' (the base users' most common answer)"]
     assert check["untuned"] == 4.0 and check["adapted"] > 0
+    # The private adapters' recipe, chosen on the two held-out base users' own queries.
+    recipe = json.loads((out / "oppu_manifest.json").read_text())["training"]["recipe"]
+    assert recipe["lr"] in (1e-3, 3e-3) and 1 <= recipe["epochs"] <= 4
+    assert len(recipe["users"]) == 2 and recipe["metric"] == "mae"
+    assert "Private-adapter recipe chosen on 2 held-out base users" in kept.stdout + kept.stderr

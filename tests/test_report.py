@@ -420,3 +420,21 @@ def test_lora_adapters_compare_by_their_weight_update_not_the_shared_init(tmp_pa
     # Raw tensors would be ~alike (A dominates); the updates B @ A of u1 and u2 share nothing.
     assert matrix[0, 1] == pytest.approx(0.0, abs=1e-6)
     assert matrix[0, 2] == pytest.approx(1.0)
+
+
+def test_report_warns_of_a_base_below_the_trivial_answer_and_names_the_recipe() -> None:
+    table = rating_table({"base-k0": 3.4, "oppu-k0": 3.0})
+    table["base"] = {
+        "check": {"metric": "mae", "queries": 20, "users": 7, "untuned": 3.6, "adapted": 3.4,
+                  "chosen_epochs": 2, "trivial": {"always '5'": 0.375},
+                  "beaten_by": ["always '5'"]},
+        "recipe": {"lr": 0.003, "epochs": 2, "users": ["a", "b", "c"], "metric": "mae"}}
+    table["settings"] = {"personal": {"train": {"lr": 0.003, "epochs": 2}}}
+    markdown = report_markdown(table)
+    assert "**Warning: the task-adapted base scores below always '5' on held-out base users**" \
+        in markdown
+    assert "untuned 3.600, task-adapted 3.400 after 2 epoch(s); always '5' 0.375." in markdown
+    assert ("Private-adapter recipe chosen on 3 held-out base users: lr 0.003, 2 epoch(s); the "
+            "private adapters trained with lr 0.003 for 2 epoch(s).") in markdown
+    table["base"] = {"untuned": "no base-user queries with gold answers"}
+    assert "**The base is not task-adapted**: no base-user queries" in report_markdown(table)

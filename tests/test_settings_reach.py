@@ -178,6 +178,7 @@ def test_every_simulate_option_reaches_the_simulation_or_the_client(tmp_path,
             settings.adapt.max_examples, settings.base_model, settings.task, settings.num_cpus,
             settings.num_gpus, settings.insecure) == (
         3, ("base-k0", "oppu-k1"), 9, 0.5, 21, "tiny", "LaMP_2N", 1, 0.5, True)
+    assert settings.recipe_from_base is False  # --lr given: not the base users' choice
     cohort = load_cohort(data, "LaMP_2N")
     run_config = simulation.simulation_run_config(data, out, cohort.dataset.spec, cohort,
                                                   settings.suite, settings, None)

@@ -222,14 +222,22 @@ def test_simulation_writes_report_and_adapters_and_keeps_the_base_once(smoke):
 
 
 @pytest.mark.slow
-def test_a_rerun_resumes_from_the_users_records(smoke):
+def test_a_rerun_resumes_from_the_users_records_and_recomputes_them_exactly(smoke):
     from oppu.simulations.simulate import run_simulation
 
     data, out, settings, table = smoke
     records = sorted(out.glob("users/*/suite-*.json"))
-    before = {p: p.stat().st_mtime_ns for p in records}
+    redone = records[:2]  # these two users train and evaluate again: seeded end to end
+    old = {p: json.loads(p.read_text()) for p in redone}
+    for path in redone:
+        path.unlink()
+    kept = {p: p.stat().st_mtime_ns for p in records[2:]}
     again = run_simulation(data, out, settings, plots=False)
-    assert {p: p.stat().st_mtime_ns for p in records} == before  # nobody retrained
-    assert again["variants"] == table["variants"]
-    assert again["cost"]["resumed"] == SMOKE_USERS
-    assert again["seconds_round"] < table["seconds_round"]
+    assert {p: p.stat().st_mtime_ns for p in records[2:]} == kept  # nobody else retrained
+    for path in redone:
+        new = json.loads(path.read_text())
+        assert (new["vectors"], new["pairs"]) == (old[path]["vectors"], old[path]["pairs"])
+    assert again["variants"] == table["variants"]  # counts: exact after SecAgg+
+    for pair, values in table["comparisons"].items():  # fractional sums: up to its rounding
+        assert again["comparisons"][pair] == pytest.approx(values, abs=1e-3, nan_ok=True)
+    assert again["cost"]["resumed"] == SMOKE_USERS - 2

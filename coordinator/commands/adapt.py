@@ -12,6 +12,7 @@ from oppu.shared.cli_support import console, friendly_errors, quiet_libraries
 from oppu.shared.data import base_users, load_lamp
 from oppu.shared.llm.training import TrainSettings
 from oppu.shared.paths import oppu_home
+from oppu.shared.personal.recipe import DEFAULT_RECIPE
 
 
 @friendly_errors
@@ -33,6 +34,9 @@ def adapt(
         "base (0: no check).")] = 0.2,
     accept_weak_base: Annotated[bool, typer.Option(
         help="Save the base even when it scores below the trivial answer.")] = False,
+    recipe_users: Annotated[int, typer.Option(
+        min=0, help="Held-out base users to choose the private adapters' lr and epochs on, "
+        "stored in the manifest (0: none).")] = 8,
 ) -> None:
     """Train one LoRA on the base users' queries, keep its best epoch on held-out base users,
     merge it, save a versioned base; print how it compares with the untuned model and the
@@ -42,7 +46,7 @@ def adapt(
 
     dataset = load_lamp(data, task)
     settings = AdaptSettings(variant=variant, k=k, max_examples=max_examples,
-                             check_share=check_share,
+                             check_share=check_share, recipe_users=recipe_users,
                              train=TrainSettings(lr=lr, epochs=epochs, batch_size=batch_size,
                                                  max_steps=max_steps))
     users = base_users(dataset)
@@ -59,7 +63,7 @@ def adapt(
     target = out or oppu_home() / "bases" / f"{dataset.task}-{variant}"
     adapted = adapt_base(model, tokenizer, dataset.spec, queries, settings, out_dir=target,
                          model_id=base_model or "embedded", profile_of=profile_of,
-                         refuse_weak=not accept_weak_base)
+                         personal=DEFAULT_RECIPE, refuse_weak=not accept_weak_base)
     if adapted.untuned_reason:
         console.print(f"[yellow]{adapted.untuned_reason}.[/]")
     else:
@@ -70,4 +74,6 @@ def adapt(
         console.print(adapted.check.table(), markup=False)
         if adapted.check.warning():
             console.print(f"[bold red]Warning:[/] {adapted.check.warning()}")
+    if adapted.recipe is not None:
+        console.print(adapted.recipe.summary())
     console.print(f"Base artifact: {target}\nversion {adapted.manifest.version}")

@@ -20,7 +20,6 @@ from oppu.shared.personal.recipe_options import (
     EpochsOpt,
     LoraAlphaOpt,
     LoraROpt,
-    LrOpt,
     MaxStepsOpt,
     SeedOpt,
 )
@@ -54,7 +53,9 @@ def simulate(
     ] = None,
     adapt_examples: Annotated[int | None, typer.Option(
         min=1, help="Cap on base-user examples for task adaptation.")] = None,
-    lr: LrOpt = DEFAULT_RECIPE.train.lr,
+    lr: Annotated[float | None, typer.Option(
+        "--lr", min=0.0, help="Learning rate; default: the one chosen on held-out base users "
+        "(stored in the base's manifest), else the default recipe's.")] = None,
     lora_r: LoraROpt = DEFAULT_RECIPE.peft.r,
     lora_alpha: LoraAlphaOpt = DEFAULT_RECIPE.peft.alpha,
     epochs: EpochsOpt = 0,
@@ -82,13 +83,15 @@ def simulate(
 
     defaults = SimulationSettings()
     personal = recipe_from_options(**{
-        **recipe_options(DEFAULT_RECIPE), "lr": lr, "lora_r": lora_r, "lora_alpha": lora_alpha,
+        **recipe_options(DEFAULT_RECIPE), "lr": lr or DEFAULT_RECIPE.train.lr,
+        "lora_r": lora_r, "lora_alpha": lora_alpha,
         "epochs": epochs, "batch_size": batch_size, "max_steps": max_steps, "seed": seed})
     settings = replace(
         defaults, users=users, suite=suite_names(suite), max_history=max_history,
         history_shift=history_shift,
         adapt=replace(defaults.adapt, max_examples=adapt_examples),
-        personal=personal, base_model=base_model, task=task,
+        personal=personal, recipe_from_base=lr is None and not epochs,
+        base_model=base_model, task=task,
         num_cpus=num_cpus,
         num_gpus=num_gpus, insecure=insecure)
     stop_cleanly_on_sigterm()
