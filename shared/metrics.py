@@ -198,6 +198,17 @@ class MetricSpec(ABC):
         ]
 
 
+ROUNDING_SLACK = 0.01
+"""Per example, how far a fractional sum may stray past a bound it meets with equality (e.g.
+every ROUGE-1 at 1, so its squares sum to it): SecAgg+ rounds each client's value to one
+quantization step (``secagg_encoding``), which exact bounds would refuse."""
+
+
+def close_le_rounded(a: float, b: float, count: float) -> bool:
+    """``a <= b`` for fractional sums, up to what SecAgg+ rounding may add."""
+    return a <= b + 0.5 + ROUNDING_SLACK * count
+
+
 def _close_le(a: float, b: float, count: float) -> bool:
     """``a <= b`` up to the slack allowed for aggregated sums."""
     return a <= b + _TOLERANCE * max(1.0, count)
@@ -337,7 +348,7 @@ class RatingMetric(MetricSpec):
         if count == 0 and (abs_err > _TOLERANCE or sq_err > _TOLERANCE):
             problems.append("errors summed over zero examples")
         # Cauchy-Schwarz: (sum |e|)^2 <= n * sum e^2.
-        elif count > 0 and abs_err * abs_err > count * sq_err * (1 + _TOLERANCE) + _TOLERANCE:
+        elif count > 0 and not close_le_rounded(abs_err, math.sqrt(count * sq_err), count):
             problems.append(f"abs_err^2 ({abs_err**2}) > count * sq_err ({count * sq_err})")
         return problems
 
@@ -438,10 +449,10 @@ class GenerationMetric(MetricSpec):
         count = stats["count"]
         problems = self._integral(stats, self.whole_stat_names())
         for name in ("rouge1", "rougeL", "meteor"):
-            if not _close_le(stats[name], count, count):
+            if not close_le_rounded(stats[name], count, count):
                 problems.append(f"'{name}' ({stats[name]}) > count ({count}); a score is at "
                                 "most 1")
-        if not _close_le(stats["rouge1_sq"], stats["rouge1"], count):
+        if not close_le_rounded(stats["rouge1_sq"], stats["rouge1"], count):
             problems.append(f"'rouge1_sq' ({stats['rouge1_sq']}) > 'rouge1' ({stats['rouge1']}); "
                             "squares of F1 are at most the F1")
         for n in range(1, BLEU_ORDERS + 1):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from oppu.shared.metrics import ClassificationMetric, MetricSpec, Stats
+from oppu.shared.metrics import ClassificationMetric, MetricSpec, Stats, close_le_rounded
 from oppu.shared.stat_tests import mcnemar, paired_t
 
 PAIR_SEPARATOR = " vs "
@@ -109,10 +109,11 @@ class PairMetric(MetricSpec):
         problems = self._integral(stats, self.whole_stat_names())
         for prefix, count in (("d", stats["users"]), ("e", stats["examples"])):
             total = stats[f"{prefix}_pos"] + stats[f"{prefix}_neg"]
-            if total > self._bound * count * (1 + 1e-6) + 1e-6:
+            if not close_le_rounded(total, self._bound * count, count):
                 problems.append(f"{prefix}_pos + {prefix}_neg ({total:g}) is more than "
                                 f"{self._bound:g} per one of {count:g}")
-            if total * total > count * stats[f"{prefix}_sq"] * (1 + 1e-6) + 1e-6:
+            # Cauchy-Schwarz: (sum |x|)^2 <= n * sum x^2
+            if not close_le_rounded(total, math.sqrt(count * stats[f"{prefix}_sq"]), count):
                 problems.append(f"({prefix}_pos + {prefix}_neg)^2 > {count:g} * "
                                 f"{prefix}_sq: no differences have these sums")
         if stats["users"] > stats["examples"] + 1e-6:

@@ -110,7 +110,10 @@ def test_impossible_pair_statistics_are_refused() -> None:
     with pytest.raises(InputError, match="e_pos"):
         paired.validate_stats({**good, "e_pos": 5.0, "e_sq": 25.0})
     with pytest.raises(InputError, match="d_sq"):
-        paired.validate_stats({**good, "d_sq": 0.1})
+        paired.validate_stats({**good, "d_sq": 0.01})
+    # A bound met with equality survives SecAgg+'s rounding of fractional sums.
+    rounded = {**good, "d_pos": good["d_pos"] + 0.01, "d_sq": good["d_sq"] - 0.01}
+    paired.validate_stats(rounded)
 
 
 def test_constant_differences_have_no_spread_to_test() -> None:
