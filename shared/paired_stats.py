@@ -27,6 +27,7 @@ from oppu.shared.stat_tests import mcnemar, paired_t
 PAIR_SEPARATOR = " vs "
 """``"<variant> vs <reference>"``: a comparison's block name."""
 
+
 def pair_name(variant: str, reference: str) -> str:
     return f"{variant}{PAIR_SEPARATOR}{reference}"
 
@@ -109,7 +110,7 @@ class PairMetric(MetricSpec):
         problems = self._integral(stats, self.whole_stat_names())
         for prefix, count in (("d", stats["users"]), ("e", stats["examples"])):
             total = stats[f"{prefix}_pos"] + stats[f"{prefix}_neg"]
-            if not close_le_rounded(total, self._bound * count, count):
+            if not close_le_rounded(total, self._bound * count if count else 0.0, count):
                 problems.append(f"{prefix}_pos + {prefix}_neg ({total:g}) is more than "
                                 f"{self._bound:g} per one of {count:g}")
             # Cauchy-Schwarz: (sum |x|)^2 <= n * sum x^2

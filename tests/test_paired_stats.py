@@ -136,3 +136,11 @@ def test_comparison_pairs_follow_the_paper() -> None:
     assert comparison_pairs(["oppu-k0", "majority"]) == ("oppu-k0 vs majority",)
     assert comparison_pairs(["base-k0", "rag-k1", "pag-k1", "gpg-k1"])[-3:] == (
         "gpg-k1 vs base-k0", "gpg-k1 vs pag-k1", "gpg-k1 vs rag-k1")
+
+
+def test_a_user_without_queries_adds_nothing_for_any_kind() -> None:
+    for kind in ("classification", "rating", "generation"):
+        paired = PairMetric(make_metric(kind, LABELS if kind == "classification" else ()))
+        empty = paired.user_stats([], [], [])
+        paired.validate_stats(empty)
+        assert set(empty.values()) == {0.0}
