@@ -41,7 +41,8 @@ case "${1:-}" in
     shift
     "$VENV/bin/ruff" check .
     "$VENV/bin/lint-imports"
-    "$VENV/bin/python" -m pytest -q "$@"
+    # Two workers, one test file each at a time: most slow tests wait on Flower processes.
+    "$VENV/bin/python" -m pytest -q -n "${OPPU_TEST_WORKERS:-2}" --dist loadfile "$@"
     ;;
   *)
     echo "usage: ./run.sh demo|test|setup" >&2

@@ -19,6 +19,19 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 TEST_HOME = Path(os.environ.get("OPPU_TEST_HOME", Path(__file__).parent.parent / ".oppu-home"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``./run.sh test`` uses two workers), convert the embedded model
+    once here in the controller, before any worker starts: two workers converting it at once
+    would swap the cache directory under each other's feet."""
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", default=None):
+        return
+    from oppu.shared.llm.model import resolve_model_source
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OPPU_HOME", str(TEST_HOME))
+        resolve_model_source(None)
+
+
 class Base(NamedTuple):
     model: Any
     tokenizer: Any

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import TEST_HOME
 from test_cli import run
 
 from oppu.coordinator.adapt import AdaptSettings, adaptation_examples
@@ -108,7 +109,7 @@ def test_adapt_refuses_a_base_below_the_trivial_answer_and_shows_its_table(tmp_p
     out = tmp_path / "base"
     args = ["oppu-coordinator", "adapt", "--data", str(data), "--epochs", "1", "--lr", "1e-7",
             "--max-steps", "1", "--out", str(out)]
-    refused = run(*args, home=tmp_path)
+    refused = run(*args, home=TEST_HOME)  # the converted embedded model; --out is tmp
     assert refused.returncode != 0
     text = refused.stdout + refused.stderr
     assert "Base check on 6 queries of 2 held-out base users (mae, lower is better)" in text
@@ -116,7 +117,7 @@ def test_adapt_refuses_a_base_below_the_trivial_answer_and_shows_its_table(tmp_p
     assert "is worse than always '5'" in text and "Nothing was saved" in text
     assert not out.exists()
 
-    kept = run(*args, "--accept-weak-base", home=tmp_path)
+    kept = run(*args, "--accept-weak-base", home=TEST_HOME)
     assert kept.returncode == 0, kept.stdout + kept.stderr
     assert "Warning:" in kept.stdout + kept.stderr
     check = json.loads((out / "oppu_manifest.json").read_text())["training"]["check"]
