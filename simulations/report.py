@@ -11,9 +11,10 @@ pooled over all users' queries (the coordinator only ever sees summed statistics
      "seconds_total": 812.3, "settings": {...free-form...}, "base_version": "abc..."}
 
 ``kind`` is "classification" (metrics ``accuracy``, ``f1``), "rating" (``mae``, ``rmse``) or
-"generation" (``rouge-1``, ``rouge-l``), each with ``count`` (queries). A metric value may be
-NaN or None (no queries); other keys are carried through to the JSON untouched. Two optional
-keys come from the same secure sum (``oppu.shared.paired_stats``)::
+"generation" (``rouge-1``, ``rouge-l``, ``bleu``, ``meteor``), each with ``count``
+(queries). A metric value may be NaN or None (no queries); other keys are carried through to
+the JSON untouched. Two optional keys come from the same secure sum
+(``oppu.shared.paired_stats``)::
 
      "intervals": {"base-k0": [0.35, 0.47], ...},        # primary metric's 95% interval
      "comparisons": {"oppu-k1 vs base-k0": {"users": 100, "mean": 0.25, "low": 0.18,
@@ -150,6 +151,7 @@ def table1_markdown(table: Mapping[str, Any]) -> str:
 
 
 # --- comparisons -----------------------------------------------------------------------------
+
 
 def compare_variants(table: Mapping[str, Any]) -> list[str]:
     """One plain sentence per compared pair of ``table["comparisons"]``.
