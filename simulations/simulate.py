@@ -74,10 +74,10 @@ def run_simulation(data: Path | None, out: Path, settings: SimulationSettings, *
     console.print(f"[bold]{task.name}[/]: {len(cohort)} test users as virtual clients, "
                   f"variants: {', '.join(suite)}")
     base_dir = base.expanduser().resolve() if base else prepare_base(dataset, out, settings)
+    settings = with_base_recipe(settings, base_dir)  # the pooled baseline trains with it too
     pooled = None
     if any(v.startswith("pooled-") for v in suite):
         pooled = prepare_pooled(cohort, base_dir, out, settings)
-    settings = with_base_recipe(settings, base_dir)
     release_memory()  # the models used above are gone; the simulation needs the room
     run_config = simulation_run_config(data, out, task, cohort, suite, settings, pooled)
     memory, run_started = PeakMemory(), time.time()
