@@ -145,7 +145,3 @@ class BaseScorer:
 
     def trivial(self, answers: dict[str, str]) -> dict[str, float]:
         return {name: self._value([answer] * len(self.check)) for name, answer in answers.items()}
-
-    def as_selection_score(self, value: float) -> float:
-        """Higher is better, as ``selection.run_grid`` maximizes."""
-        return value if self.metric.higher_is_better else -value
