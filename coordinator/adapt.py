@@ -110,6 +110,25 @@ class Adapted:
     """Why the base was saved untuned (no base users), or empty."""
     recipe: RecipeChoice | None = None
 
+    def summary(self) -> str:
+        """What ``adapt`` and ``simulate`` print: the training, the check, the recipe."""
+        head = f"Base {self.manifest.version[:12]}: "
+        if self.untuned_reason:
+            lines = [head + self.untuned_reason + "."]
+        else:
+            report = self.report
+            lines = [head + f"{report.steps} steps in {report.seconds:.0f} s (loss "
+                     f"{report.first_loss:.3f} -> {report.final_loss:.3f})."]
+        if self.check is not None:
+            lines.append(self.check.table())
+        if self.recipe is not None:
+            lines.append(self.recipe.summary())
+        return "\n".join(lines)
+
+    def warning(self) -> str | None:
+        """Why this base should not be built on (below a trivial answer), or None."""
+        return self.check.warning() if self.check is not None else None
+
 
 def adapt_base(model, tokenizer, task: TaskSpec, queries: Sequence[AdaptQuery],
                settings: AdaptSettings, *, out_dir: Path, model_id: str,

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 from oppu.shared.metrics import MetricSpec, make_metric
-from oppu.shared.personal.evaluation import has_labels, predict
+from oppu.shared.personal.evaluation import EvalQuery, has_labels, metric_labels, predict
 from oppu.shared.tasks import TaskSpec
 
 
@@ -59,6 +59,16 @@ def split_check_users(queries: Sequence[AdaptQuery], share: float, min_users: in
     held = set(random.Random(seed).sample(users, count))
     return ([q for q in queries if q.user_id not in held],
             [q for q in queries if q.user_id in held])
+
+
+def query_labels(task: TaskSpec, queries: Sequence[AdaptQuery | EvalQuery]
+                 ) -> tuple[str, ...]:
+    """One label set for scoring ``queries``: the labels each offers, then any gold outside
+    them (a gold the metric does not know would stop the scoring)."""
+    labels = dict.fromkeys(metric_labels(task, queries))
+    if has_labels(task):
+        labels.update(dict.fromkeys(q.gold.strip() for q in queries))
+    return tuple(labels)
 
 
 def trivial_answers(task: TaskSpec, fit: Sequence[AdaptQuery]) -> dict[str, str]:
@@ -129,11 +139,7 @@ class BaseScorer:
     def __init__(self, task: TaskSpec, check: Sequence[AdaptQuery]):
         self.task = task
         self.check = list(check)
-        labels: dict[str, None] = {}
-        for query in check:
-            labels.update(dict.fromkeys(task.label_set(query.input)))
-        labels.update(dict.fromkeys(q.gold.strip() for q in check if has_labels(task)))
-        self.metric: MetricSpec = make_metric(task.kind, tuple(labels))
+        self.metric: MetricSpec = make_metric(task.kind, query_labels(task, check))
 
     def _value(self, predictions: Sequence[str]) -> float:
         golds = [q.gold for q in self.check]

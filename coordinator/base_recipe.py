@@ -15,9 +15,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
-from oppu.coordinator.base_check import AdaptQuery
+from oppu.coordinator.base_check import AdaptQuery, query_labels
 from oppu.shared.metrics import make_metric
-from oppu.shared.personal.evaluation import EvalQuery, evaluate_queries, has_labels
+from oppu.shared.personal.evaluation import EvalQuery, evaluate_queries
 from oppu.shared.personal.private_adapter import fresh_adapter, train_private_adapter
 from oppu.shared.personal.recipe import PersonalizeSettings
 from oppu.shared.personal.selection import SelectionSettings
@@ -93,12 +93,7 @@ def _user_scores(model, tokenizer, task: TaskSpec, queries: Sequence[AdaptQuery]
     training on the items before their first query."""
     history = list(min((q.history for q in queries), key=len))
     evals = [EvalQuery(q.input, q.gold, q.history) for q in queries]
-    found: dict[str, None] = {}
-    for query in evals:
-        found.update(dict.fromkeys(task.label_set(query.input)))
-    if has_labels(task):
-        found.update(dict.fromkeys(q.gold.strip() for q in evals))
-    labels = tuple(found) or None
+    labels = query_labels(task, evals) or None
     metric = make_metric(task.kind, labels or ())
     scores: dict[tuple[float, int], float] = {}
     for lr in grid.lrs:

@@ -75,10 +75,8 @@ class PairMetric(MetricSpec):
             return stats
         scores_a = self.example_scores(predictions_a, golds)
         scores_b = self.example_scores(predictions_b, golds)
-        primary = self.inner.primary
-        d = (self.inner.score(predictions_a, golds)[primary]
-             - self.inner.score(predictions_b, golds)[primary])
-        _add_difference(stats, "d", d)
+        # Every primary metric (accuracy, MAE, ROUGE-1) is the mean of its example scores.
+        _add_difference(stats, "d", sum(scores_a) / len(golds) - sum(scores_b) / len(golds))
         stats["users"] = 1.0
         for a, b in zip(scores_a, scores_b, strict=True):
             _add_difference(stats, "e", a - b)

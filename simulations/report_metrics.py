@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from oppu.shared.metrics import MetricSpec, make_metric
+from oppu.shared.metrics import MetricSpec, Stats, make_metric
 
 Record = Mapping[str, Any]
 
@@ -118,14 +118,18 @@ def pooled_metrics(records: Sequence[Record], variant: str) -> dict[str, float]:
     Summing statistics before computing is what the coordinator does, so this equals the
     table's number for the same users; users without the variant are skipped (count 0 -> NaN).
     """
-    metric = records_metric(records)
-    stats = (_user_stats(metric, record, variant) for record in records)
-    return metric.compute(metric.sum(s for s in stats if s is not None))
-
+    metric, stats = _pooled_stats(records, variant)
+    return metric.compute(stats)
 
 
 def pooled_interval(records: Sequence[Record], variant: str) -> tuple[float, float]:
     """The variant's 95% interval of the primary metric over the same pooled statistics."""
+    metric, stats = _pooled_stats(records, variant)
+    return metric.interval(stats)
+
+
+def _pooled_stats(records: Sequence[Record], variant: str) -> tuple[MetricSpec, Stats]:
+    """The records' metric and the sum of the variant's statistics over the users that ran it."""
     metric = records_metric(records)
     stats = (_user_stats(metric, record, variant) for record in records)
-    return metric.interval(metric.sum(s for s in stats if s is not None))
+    return metric, metric.sum(s for s in stats if s is not None)

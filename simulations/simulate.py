@@ -104,8 +104,7 @@ def run_simulation(data: Path | None, out: Path, settings: SimulationSettings, *
 
 def with_base_recipe(settings: SimulationSettings, base_dir: Path) -> SimulationSettings:
     """The settings with the base users' chosen lr and epochs, when wanted and recorded."""
-    manifest = read_manifest(base_dir)
-    chosen = (manifest.training or {}).get("recipe") if manifest else None
+    chosen = base_summary(base_dir).get("recipe")
     if not settings.recipe_from_base or not chosen:
         return settings
     train = replace(settings.personal.train, lr=chosen["lr"], epochs=chosen["epochs"])
@@ -159,20 +158,9 @@ def prepare_base(dataset, out: Path, settings: SimulationSettings) -> Path:
                          out_dir=target, model_id=settings.base_model or "embedded",
                          personal=settings.personal, refuse_weak=False)
     write_text_atomic(stamp, json.dumps({"key": key, "version": adapted.manifest.version}))
-    if adapted.untuned_reason:
-        console.print(f"[yellow]Base {adapted.manifest.version[:12]}: "
-                      f"{adapted.untuned_reason}.[/]")
-    else:
-        report = adapted.report
-        console.print(f"Base {adapted.manifest.version[:12]}: {report.steps} steps in "
-                      f"{report.seconds:.0f} s (loss {report.first_loss:.3f} -> "
-                      f"{report.final_loss:.3f})")
-    if adapted.check is not None:
-        console.print(adapted.check.table(), markup=False)
-    if adapted.recipe is not None:
-        console.print(adapted.recipe.summary())
-    if adapted.check is not None and adapted.check.warning():
-        console.print(f"[bold red]Warning:[/] {adapted.check.warning()} The report says so.")
+    console.print(adapted.summary(), markup=False)
+    if adapted.warning():
+        console.print(f"[bold red]Warning:[/] {adapted.warning()} The report says so.")
     return target
 
 

@@ -64,16 +64,7 @@ def adapt(
     adapted = adapt_base(model, tokenizer, dataset.spec, queries, settings, out_dir=target,
                          model_id=base_model or "embedded", profile_of=profile_of,
                          personal=DEFAULT_RECIPE, refuse_weak=not accept_weak_base)
-    if adapted.untuned_reason:
-        console.print(f"[yellow]{adapted.untuned_reason}.[/]")
-    else:
-        report = adapted.report
-        console.print(f"Trained {report.steps} steps in {report.seconds:.0f} s "
-                      f"(loss {report.first_loss:.3f} -> {report.final_loss:.3f}).")
-    if adapted.check is not None:
-        console.print(adapted.check.table(), markup=False)
-        if adapted.check.warning():
-            console.print(f"[bold red]Warning:[/] {adapted.check.warning()}")
-    if adapted.recipe is not None:
-        console.print(adapted.recipe.summary())
+    console.print(adapted.summary(), markup=False)
+    if adapted.warning():
+        console.print(f"[bold red]Warning:[/] {adapted.warning()}")
     console.print(f"Base artifact: {target}\nversion {adapted.manifest.version}")

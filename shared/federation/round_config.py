@@ -19,9 +19,6 @@ from oppu.shared.errors import ConfigError, brief
 from oppu.shared.federation.aggregation_modes import AGGREGATIONS, AUTO, SEALED, SECAGG
 from oppu.shared.federation.keys import PERSONAL_BLOCK, RoundKey
 from oppu.shared.personal.peft_methods import PEFT_METHODS
-
-if TYPE_CHECKING:
-    from oppu.shared.metrics import MetricSpec
 from oppu.shared.personal.recipe import (
     DEFAULT_LORA_ALPHA,
     DEFAULT_LR,
@@ -30,6 +27,9 @@ from oppu.shared.personal.recipe import (
     recipe_from_options,
     recipe_options,
 )
+
+if TYPE_CHECKING:
+    from oppu.shared.metrics import MetricSpec
 
 FORMAT_VERSION = 1
 """Version of the round record; a client refuses a newer one rather than misread it."""
