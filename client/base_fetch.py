@@ -86,8 +86,12 @@ class _Entry:
 def fetch_base(target: str, *, coordinator_public_key: PublicKeyLike,
                cache_root: str | Path | None = None, root_cert: bytes | None = None,
                insecure: bool = False, progress: bool = True, timeout: float = 30.0,
-               retries: int = 5, reconnect_timeout: float = 60.0) -> FetchResult:
-    """Download (or find cached) the base served at ``target`` (``host:port``) and verify it.
+               retries: int = 5, reconnect_timeout: float = 60.0,
+               version: str = "") -> FetchResult:
+    """Download (or find cached) a base served at ``target`` (``host:port``) and verify it.
+
+    ``version``: which of the coordinator's bases (a round names one per prompt family);
+    empty: its default base.
 
     ``root_cert`` is the coordinator's CA certificate (PEM); None trusts the system roots.
     ``insecure=True`` speaks plaintext and works only against a coordinator started without
@@ -103,10 +107,13 @@ def fetch_base(target: str, *, coordinator_public_key: PublicKeyLike,
     with _channel(target, root_cert, insecure) as channel:
         stub = pb_grpc.BaseStoreStub(channel)
         try:
-            signed = stub.GetManifest(pb.GetManifestRequest(), timeout=timeout)
+            signed = stub.GetManifest(pb.GetManifestRequest(version=version), timeout=timeout)
         except grpc.RpcError as exc:
             raise _rpc_error(exc, target, insecure) from None
         manifest, entries = verify_signed_manifest(signed, public_key)
+        if version and manifest.version != version:
+            raise OppuError(f"Asked {target} for base {version[:12]} and got a manifest for "
+                            f"{manifest.version[:12]}; refusing it.")
         dest = root / manifest.version
         dest.mkdir(parents=True, exist_ok=True)
         with _locked(root / f".{manifest.version}.lock"):

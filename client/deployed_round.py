@@ -16,6 +16,7 @@ from flwr.app import Context
 
 from oppu.client.adapter_store import AdapterStore
 from oppu.client.node import NodeSettings, fetch_round_base
+from oppu.client.round_bases import load_round_bases
 from oppu.shared.atomic import write_text_atomic
 from oppu.shared.data import read_history, split_history
 from oppu.shared.federation.round_config import RoundConfig
@@ -29,15 +30,16 @@ log = logging.getLogger("oppu.client.federation")
 
 
 def run_deployed_round(round_cfg: RoundConfig, context: Context) -> list[float]:
-    """Fetch the base, run the round's variants on this user's data; the stats vector."""
+    """Fetch the round's bases, run its variants on this user's data; the stats vector."""
     node = NodeSettings.from_context(context)
     task = get_task(round_cfg.task)
     labels = round_cfg.labels or tuple(task.labels or ())
     history = _within_labels(task, read_history(node.history_path, task), labels)
-    base_dir = fetch_round_base(round_cfg, node)
-    model, tokenizer, _plan = load_base_model(str(base_dir), device=node.device)
-    log.info("round %d: base loaded; personalizing on %d history items", round_cfg.round,
-             len(history))
+    loaded = load_round_bases(
+        round_cfg, lambda version: str(fetch_round_base(round_cfg, node, version)),
+        lambda _version, directory: load_base_model(directory, device=node.device)[:2])
+    log.info("round %d: %d base(s) loaded; personalizing on %d history items", round_cfg.round,
+             len(set(loaded.versions.values())) or 1, len(history))
     recipe = round_cfg.recipe()
     primary = None if round_cfg.suite else personal_variant(recipe).name
     variants = round_cfg.blocks if round_cfg.suite else (primary,)
@@ -46,10 +48,11 @@ def run_deployed_round(round_cfg: RoundConfig, context: Context) -> list[float]:
     queries = heldout_queries(task, train, heldout, labels or None)
     # An ordinary round is the user's own adapter: chosen locally, kept only where it beats
     # the base; a suite is a benchmark and reports every trained adapter as is.
-    outcome = run_variants(model, tokenizer, task, train, queries, variants, recipe,
-                           labels=labels or None, store=AdapterStore(node.data_dir),
-                           primary=primary, base_source=f"federation:{round_cfg.base_version}",
-                           selection=None if round_cfg.suite else SelectionSettings())
+    outcome = run_variants(loaded.model, loaded.tokenizer, task, train, queries, variants,
+                           recipe, labels=labels or None, store=AdapterStore(node.data_dir),
+                           primary=primary, base_source=f"federation:{_trained_on(round_cfg)}",
+                           selection=None if round_cfg.suite else SelectionSettings(),
+                           bases=loaded.bases)
     metric = make_metric(task.kind, labels)
     vector = outcome.vector(metric, round_cfg.pairs)
     metrics = {v: r.metrics for v, r in outcome.results.items()}
@@ -66,6 +69,13 @@ def run_deployed_round(round_cfg: RoundConfig, context: Context) -> list[float]:
         "seconds": seconds}, indent=2))
     log.info("round %d done in %.0f s; your metrics: %s", round_cfg.round, seconds, metrics)
     return vector
+
+
+def _trained_on(round_cfg: RoundConfig) -> str:
+    """The version the user's own adapter is trained on (what ``ask`` must load it onto)."""
+    if round_cfg.suite:
+        return round_cfg.base_version
+    return round_cfg.base_version_for(round_cfg.needed_bases()[0])
 
 
 def _within_labels(task: TaskSpec, history: list[dict], labels: tuple[str, ...]

@@ -49,8 +49,9 @@ class NodeSettings:
                    device=str(node.get(NodeConfigKey.DEVICE, "auto")))
 
 
-def fetch_round_base(round_cfg: RoundConfig, node: NodeSettings) -> Path:
-    """The round's base, from the local cache or the coordinator's BaseStore, verified."""
+def fetch_round_base(round_cfg: RoundConfig, node: NodeSettings, version: str = "") -> Path:
+    """One of the round's bases (default: ``base_version``), from the local cache or the
+    coordinator's BaseStore, verified."""
     from oppu.client.base_fetch import fetch_base
     from oppu.shared.errors import OppuError
 
@@ -59,10 +60,11 @@ def fetch_round_base(round_cfg: RoundConfig, node: NodeSettings) -> Path:
     if not address or not key:
         raise OppuError("The round names no base address or coordinator key.")
     root_cert = node.ca_path.read_bytes() if node.ca_path is not None else None
+    wanted = version or round_cfg.base_version
     result = fetch_base(address, coordinator_public_key=key, cache_root=node.base_cache,
                         root_cert=None if node.insecure else root_cert,
-                        insecure=node.insecure, progress=False)
-    if round_cfg.base_version and result.version != round_cfg.base_version:
+                        insecure=node.insecure, progress=False, version=version)
+    if wanted and result.version != wanted:
         raise OppuError(f"The coordinator serves base {result.version[:12]} but the round "
-                        f"asks for {round_cfg.base_version[:12]}.")
+                        f"asks for {wanted[:12]}.")
     return result.path

@@ -19,11 +19,12 @@ import logging
 import os
 import re
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from flwr.app import Context
 
+from oppu.client.round_bases import RoundBases, load_round_bases
 from oppu.shared.federation.keys import PERSONAL_BLOCK, NodeConfigKey, SimKey
 from oppu.shared.federation.round_config import RoundConfig
 from oppu.shared.resources import process_peak_rss_mb
@@ -36,9 +37,11 @@ RECORD_FORMAT = 2
 """2: records carry each compared pair's statistics (``pairs``)."""
 
 _MODELS: dict[tuple[str, str], tuple] = {}
-"""(base, device) -> (model, tokenizer): kept for the life of the worker process."""
+"""(base, device) -> (model, tokenizer): every base of the run, kept for the life of the
+worker process."""
 _LOADS = [0]
-"""How many times this worker loaded a base (reported per user: it should stay at 1)."""
+"""How many times this worker loaded a base (reported per user: it should stay at the
+number of bases the run names)."""
 
 
 def is_simulation(context: Context) -> bool:
@@ -123,12 +126,12 @@ def run_simulated_user(round_cfg: RoundConfig, context: Context) -> list[float]:
                for q in user.answered]
     variants = suite_variants(round_cfg)
     pooled = str(context.run_config.get(SimKey.POOLED_ADAPTER, "") or "")
-    model, tokenizer = simulation_base(round_cfg, context)
+    loaded = simulation_bases(round_cfg, context)
     started = time.perf_counter()
-    outcome = run_variants(model, tokenizer, task, history, queries, variants,
+    outcome = run_variants(loaded.model, loaded.tokenizer, task, history, queries, variants,
                            round_cfg.recipe(), labels=labels or None,
                            store=AdapterStore(user_dir),
-                           pooled_adapter=Path(pooled) if pooled else None)
+                           pooled_adapter=Path(pooled) if pooled else None, bases=loaded.bases)
     metric = make_metric(task.kind, labels)
     record = {
         "format": RECORD_FORMAT, "user": user.user_id, "partition": user.partition,
@@ -141,7 +144,8 @@ def run_simulated_user(round_cfg: RoundConfig, context: Context) -> list[float]:
         "seconds": outcome.seconds, "adapters": outcome.adapters,
         "seconds_total": round(time.perf_counter() - started, 2),
         "worker_pid": os.getpid(), "worker_peak_rss_mb": process_peak_rss_mb(),
-        "worker_model_loads": _LOADS[0], "base_version": round_cfg.base_version}
+        "worker_model_loads": _LOADS[0], "base_version": round_cfg.base_version,
+        "bases": loaded.versions}
     write_text_atomic(record_path, json.dumps(record, indent=2, default=_json_number))
     log.info("user %s (%d items, %d queries) done in %.0f s", user.user_id, len(history),
              len(queries), time.perf_counter() - started)
@@ -163,51 +167,67 @@ def _json_number(value: object) -> object:
     return float(value)  # numpy scalars in metrics
 
 
-def simulation_base(round_cfg: RoundConfig, context: Context):
-    """(model, tokenizer) of the round's base, loaded once per worker process.
+def simulation_bases(round_cfg: RoundConfig, context: Context) -> RoundBases:
+    """The round's bases, each loaded once per worker process (``round_bases``).
 
-    ``base-path`` (a local artifact from ``oppu-coordinator adapt``) is verified and used as
-    is; otherwise the base is fetched from the coordinator's BaseStore like in deployment
-    (cached, sha256 and signature checked); without either, the untuned ``base-model``.
+    ``base-path`` (a local artifact from ``oppu-coordinator adapt``) is verified and serves
+    every variant; otherwise each base is fetched from the coordinator's BaseStore like in
+    deployment (cached, sha256 and signature checked); without either, the untuned
+    ``base-model``. A worker that moves on to another run drops the bases it no longer needs.
     """
     from oppu.shared.llm.model import load_base_model
 
     base_path = str(context.run_config.get(SimKey.BASE_PATH, "") or "")
     device = str(context.node_config.get(NodeConfigKey.DEVICE, "auto") or "auto")
+    if base_path:
+        round_cfg = replace(round_cfg, bases="")  # one local artifact serves every variant
     # What the run names, before any I/O: a loaded base is not verified or fetched again.
-    key = (base_path or round_cfg.base_version or round_cfg.base_address
-           or str(context.run_config.get(SimKey.BASE_MODEL, "")), device)
-    if key not in _MODELS:
-        _MODELS.clear()  # one base per worker: a new one replaces the old
-        model, tokenizer, _plan = load_base_model(_resolve_base(base_path, round_cfg, context)
-                                                  or None, device=device)
-        _MODELS[key] = (model, tokenizer)
-        _LOADS[0] += 1
-    return _MODELS[key]
+    default = (base_path or round_cfg.base_version or round_cfg.base_address
+               or str(context.run_config.get(SimKey.BASE_MODEL, "")))
+    wanted = {(version or default, device)
+              for version in {round_cfg.base_version, *round_cfg.base_versions().values()}}
+    for stale in set(_MODELS) - wanted:
+        del _MODELS[stale]
+
+    def load(version: str, directory: str) -> tuple:
+        key = (version or default, device)
+        if key not in _MODELS:
+            model, tokenizer, _plan = load_base_model(directory or None, device=device)
+            _MODELS[key] = (model, tokenizer)
+            _LOADS[0] += 1
+        return _MODELS[key]
+
+    def locate(version: str) -> str:
+        if (version or default, device) in _MODELS:
+            return ""  # loaded: nothing to fetch or verify
+        return _resolve_base(base_path, round_cfg, context, version)
+
+    return load_round_bases(round_cfg, locate, load)
 
 
-def _resolve_base(base_path: str, round_cfg: RoundConfig, context: Context) -> str:
-    """The base's directory (verified or fetched), or the ``base-model`` name."""
+def _resolve_base(base_path: str, round_cfg: RoundConfig, context: Context,
+                  version: str) -> str:
+    """A base's directory (verified or fetched), or the ``base-model`` name."""
     if base_path:
         from oppu.shared.federation.base_artifact import verify_artifact
 
         verify_artifact(Path(base_path).expanduser())
         return base_path
     if round_cfg.base_address:
-        return str(_fetch_served_base(round_cfg, context))
+        return str(_fetch_served_base(round_cfg, context, version))
     base = str(context.run_config.get(SimKey.BASE_MODEL, "") or "")
     log.warning("no base-path and no served base: using the untuned base model %s",
                 base or "(embedded)")
     return base
 
 
-def _fetch_served_base(round_cfg: RoundConfig, context: Context) -> Path:
-    """The served base, over TLS with ``sim-ca`` (plaintext when the run names no CA)."""
+def _fetch_served_base(round_cfg: RoundConfig, context: Context, version: str) -> Path:
+    """A served base, over TLS with ``sim-ca`` (plaintext when the run names no CA)."""
     from oppu.client.base_fetch import fetch_base
 
     ca = str(context.run_config.get(SimKey.CA, "") or "")
     result = fetch_base(round_cfg.base_address, coordinator_public_key=round_cfg.base_key,
                         cache_root=sim_out(context, round_cfg.task) / "base-cache",
                         root_cert=Path(ca).read_bytes() if ca else None, insecure=not ca,
-                        progress=False)
+                        progress=False, version=version)
     return result.path

@@ -59,8 +59,9 @@ class AdaptSettings:
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"Unknown variant {self.variant!r}; choose one of {VARIANTS}.")
-        if self.k < 0:
-            raise ValueError(f"k must be >= 0 (got {self.k}).")
+        if self.k < 0 or (self.variant == "rag" and self.k < 1):
+            raise ValueError(f"k must be >= {int(self.variant == 'rag')} for the "
+                             f"{self.variant} variant (got {self.k}).")
         if not 0 <= self.check_share < 1:
             raise ValueError(f"check_share must be in [0, 1) (got {self.check_share}).")
 
@@ -71,7 +72,8 @@ def adaptation_queries(dataset: LampDataset, users: Sequence[str], settings: Ada
 
     The "rag" variant retrieves the top-k items of the query's own profile; the "profile"
     variant keeps them to write a profile from (``with_profiles``: only for the queries used),
-    so the base learns to read profiles.
+    so the base learns to read profiles, and with k > 0 retrieves items too (the prompt of
+    PAG + RAG at that k).
     """
     task = dataset.spec
     wanted = set(users)
@@ -80,7 +82,7 @@ def adaptation_queries(dataset: LampDataset, users: Sequence[str], settings: Ada
         if query.user_id not in wanted or query.gold is None:
             continue
         retrieved = ()
-        if settings.variant == "rag" and settings.k > 0 and query.profile:
+        if settings.variant != "plain" and settings.k > 0 and query.profile:
             index = HistoryIndex(task, query.profile)
             retrieved = tuple(index.top_k(task.retrieval_query(query.input), settings.k))
         queries.append(AdaptQuery(query.user_id, query.input, query.gold, retrieved,
@@ -147,7 +149,7 @@ def adapt_base(model, tokenizer, task: TaskSpec, queries: Sequence[AdaptQuery],
     if not queries:
         reason = "no base-user queries with gold answers: the base is the untuned model"
         manifest = _save(model, tokenizer, out_dir, model_id, task.name, settings,
-                         {"untuned": reason})
+                         {"untuned": reason, "k": settings.k})
         return Adapted(manifest, None, None, reason)
     fit, check_queries = split_check_users(queries, settings.check_share,
                                            settings.min_check_users, settings.train.seed)

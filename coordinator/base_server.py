@@ -1,9 +1,11 @@
-"""Serve the coordinator's base artifact over oppu's ``BaseStore`` gRPC service.
+"""Serve the coordinator's base artifacts over oppu's ``BaseStore`` gRPC service.
 
-The manifest (the artifact's ``oppu_manifest.json``, byte for byte) is signed once at start
-with the coordinator's Ed25519 key; clients verify it against the key they pinned. Files are
-served only if the manifest lists them, for its version only, streamed in 1 MiB chunks from
-any offset so a client can resume. TLS is on unless the caller passes ``tls=None``.
+A coordinator serves one base per prompt family its rounds use (plain, rag-kJ, profile-kJ:
+``oppu.shared.personal.bases``); the first is the default, the others are asked for by
+version. Each manifest (the artifact's ``oppu_manifest.json``, byte for byte) is signed once
+at start with the coordinator's Ed25519 key; clients verify it against the key they pinned.
+Files are served only if a manifest lists them, for its version only, streamed in 1 MiB
+chunks from any offset so a client can resume. TLS is on unless the caller passes ``tls=None``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import grpc
@@ -31,21 +34,25 @@ CHUNK_SIZE = 1 << 20
 
 
 class BaseStoreServer:
-    """A running ``BaseStore`` for one base artifact: ``start()``, then ``stop()``.
+    """A running ``BaseStore`` for one or more base artifacts: ``start()``, then ``stop()``.
 
-    ``port=0`` picks a free port (see :attr:`port` after start). ``verify`` re-hashes the
-    artifact before signing its manifest, so a damaged artifact is never vouched for.
+    ``artifact_dir`` is the default base (what a request without a version gets); ``extra``
+    are the other bases its rounds name. ``port=0`` picks a free port (see :attr:`port`
+    after start). ``verify`` re-hashes each artifact before signing its manifest, so a
+    damaged artifact is never vouched for.
     """
 
     def __init__(self, artifact_dir: str | Path, signing_key: Ed25519PrivateKey, *,
                  host: str = "127.0.0.1", port: int = 0, tls: TLSMaterial | None,
                  max_workers: int = 8, verify: bool = True,
-                 interceptors: Sequence[grpc.ServerInterceptor] = ()):
+                 interceptors: Sequence[grpc.ServerInterceptor] = (),
+                 extra: Sequence[str | Path] = ()):
         self.artifact_dir = Path(artifact_dir).resolve()
         self.host = host
         self.tls = tls
         self._requested_port = port
-        self._servicer = BaseStoreServicer(self.artifact_dir, signing_key, verify=verify)
+        self._servicer = BaseStoreServicer([self.artifact_dir, *map(Path, extra)], signing_key,
+                                           verify=verify)
         self._max_workers = max_workers
         self._interceptors = tuple(interceptors)
         self._server: grpc.Server | None = None
@@ -53,7 +60,13 @@ class BaseStoreServer:
 
     @property
     def manifest(self) -> BaseManifest:
+        """The default base's."""
         return self._servicer.manifest
+
+    @property
+    def manifests(self) -> list[BaseManifest]:
+        """Every served base's, the default first."""
+        return list(self._servicer.manifests)
 
     @property
     def target(self) -> str:
@@ -99,44 +112,48 @@ class BaseStoreServer:
         self.stop()
 
 
-class BaseStoreServicer(pb_grpc.BaseStoreServicer):
-    """The two RPCs over one artifact directory, its manifest signed once."""
+@dataclass(frozen=True)
+class _Served:
+    """One served artifact: its manifest, its files and the signed manifest message."""
 
-    def __init__(self, artifact_dir: Path, signing_key: Ed25519PrivateKey, *, verify: bool):
-        manifest_path = artifact_dir / MANIFEST_FILE
-        if not manifest_path.is_file():
-            raise OppuError(f"{artifact_dir} has no {MANIFEST_FILE}: not an oppu base artifact.")
-        manifest_json = manifest_path.read_bytes()
-        self.manifest = verify_artifact(artifact_dir) if verify else BaseManifest.from_json(
-            manifest_json.decode())
-        self._paths = {name: _inside(artifact_dir, name) for name in self.manifest.files}
-        listing = manifest_pb2.BaseManifest(
-            model_id=self.manifest.model_id, task=self.manifest.task,
-            variant=self.manifest.variant, version=self.manifest.version,
-            format_version=self.manifest.format_version,
-            files=[manifest_pb2.FileEntry(path=name, sha256=digest,
-                                          size=self._paths[name].stat().st_size)
-                   for name, digest in sorted(self.manifest.files.items())])
-        self._signed = pb.SignedManifest(manifest_json=manifest_json,
-                                         signature=sign(signing_key, manifest_json),
-                                         key_id=key_id(signing_key), listing=listing)
+    manifest: BaseManifest
+    paths: dict[str, Path]
+    signed: pb.SignedManifest
+
+
+class BaseStoreServicer(pb_grpc.BaseStoreServicer):
+    """The two RPCs over the served artifact directories, each manifest signed once."""
+
+    def __init__(self, artifact_dirs: Sequence[Path], signing_key: Ed25519PrivateKey, *,
+                 verify: bool):
+        self.served: dict[str, _Served] = {}
+        self.manifests: list[BaseManifest] = []
+        """One per artifact given, in order (two families may share identical content)."""
+        for directory in artifact_dirs:
+            served = _serve(Path(directory).resolve(), signing_key, verify)
+            self.served.setdefault(served.manifest.version, served)
+            self.manifests.append(served.manifest)
+        self.manifest = self.manifests[0]
 
     def GetManifest(self, request: pb.GetManifestRequest,
                     context: grpc.ServicerContext) -> pb.SignedManifest:
-        return self._signed
+        served = self.served.get(request.version or self.manifest.version)
+        if served is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, self._unknown(request.version))
+        return served.signed
 
     def FetchFile(self, request: pb.FetchFileRequest,
                   context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
-        if request.version != self.manifest.version:
+        served = self.served.get(request.version)
+        if served is None:
             context.abort(grpc.StatusCode.NOT_FOUND,
-                          f"unknown base version {request.version[:12]!r}; this coordinator "
-                          f"serves {self.manifest.version[:12]} (fetch the manifest again)")
-        path = self._paths.get(request.path)
+                          self._unknown(request.version) + " (fetch the manifest again)")
+        path = served.paths.get(request.path)
         if path is None:
             pure = PurePosixPath(request.path)
             bad = not request.path or pure.is_absolute() or ".." in pure.parts
             context.abort(grpc.StatusCode.INVALID_ARGUMENT if bad else grpc.StatusCode.NOT_FOUND,
-                          f"{request.path!r} is not a file of base {self.manifest.version[:12]}")
+                          f"{request.path!r} is not a file of base {request.version[:12]}")
         with path.open("rb") as fh:
             size = fh.seek(0, 2)
             if request.offset > size:
@@ -147,6 +164,29 @@ class BaseStoreServicer(pb_grpc.BaseStoreServicer):
             while context.is_active() and (data := fh.read(CHUNK_SIZE)):
                 yield pb.Chunk(data=data, offset=offset)
                 offset += len(data)
+
+    def _unknown(self, version: str) -> str:
+        served = ", ".join(v[:12] for v in self.served)
+        return f"unknown base version {version[:12]!r}; this coordinator serves {served}"
+
+
+def _serve(artifact_dir: Path, signing_key: Ed25519PrivateKey, verify: bool) -> _Served:
+    manifest_path = artifact_dir / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise OppuError(f"{artifact_dir} has no {MANIFEST_FILE}: not an oppu base artifact.")
+    manifest_json = manifest_path.read_bytes()
+    manifest = verify_artifact(artifact_dir) if verify else BaseManifest.from_json(
+        manifest_json.decode())
+    paths = {name: _inside(artifact_dir, name) for name in manifest.files}
+    listing = manifest_pb2.BaseManifest(
+        model_id=manifest.model_id, task=manifest.task, variant=manifest.variant,
+        version=manifest.version, format_version=manifest.format_version,
+        files=[manifest_pb2.FileEntry(path=name, sha256=digest, size=paths[name].stat().st_size)
+               for name, digest in sorted(manifest.files.items())])
+    signed = pb.SignedManifest(manifest_json=manifest_json,
+                               signature=sign(signing_key, manifest_json),
+                               key_id=key_id(signing_key), listing=listing)
+    return _Served(manifest, paths, signed)
 
 
 def _inside(root: Path, name: str) -> Path:

@@ -25,18 +25,41 @@ from oppu.coordinator.superlink import (
     write_flwr_connection,
 )
 from oppu.shared.errors import OppuError
+from oppu.shared.federation.base_artifact import BaseManifest
 from oppu.shared.federation.keys import DEFAULT_ROUND_TIMEOUT
 from oppu.shared.federation.processes import free_port, stop
+from oppu.shared.personal.bases import base_of_manifest, parse_base_name
 
 DEFAULT_SUPERLINK_PORT = 9092
 DEFAULT_BASE_PORT = 9095
+
+
+def served_bases(manifests: Sequence[BaseManifest]) -> dict[str, str]:
+    """Base name (plain, rag-kJ, profile-kJ) -> version of each served base; two bases of
+    one prompt family are refused (a round could not say which one a variant runs on)."""
+    bases: dict[str, str] = {}
+    for manifest in manifests:
+        name = base_of_manifest(manifest.variant, manifest.training).name
+        if len(manifests) > 1:  # one base serves every variant, whatever its manifest says
+            try:
+                parse_base_name(name)
+            except ValueError as exc:
+                raise OppuError(f"Base {manifest.version[:12]} (variant {manifest.variant!r}, "
+                                f"k {manifest.training.get('k')}): {exc} Adapt it with "
+                                "`oppu-coordinator adapt --variant plain|rag|profile`.") from None
+        if bases.get(name, manifest.version) != manifest.version:
+            raise OppuError(f"Two {name} bases were given ({bases[name][:12]} and "
+                            f"{manifest.version[:12]}); serve one per prompt family.")
+        bases[name] = manifest.version
+    return bases
 
 
 class Coordinator:
     """Everything ``oppu-coordinator start`` runs, as one object (tests use it directly).
 
     ``start()`` prepares keys and certificates in the state dir, serves the base over the
-    BaseStore (TLS unless ``insecure``), writes ``federation.json`` and starts the SuperLink
+    BaseStore (TLS unless ``insecure``; ``base_dir`` is the default base, ``extra_bases`` the
+    other prompt families' a suite runs on), writes ``federation.json`` and starts the SuperLink
     (registering the enrolled SuperNode keys); ``run_round()`` submits the signed Flower app
     and waits for the cohort's result; ``stop()`` stops whatever was started. Use it as a
     context manager so Ctrl-C stops everything.
@@ -53,9 +76,10 @@ class Coordinator:
                  base_port: int = DEFAULT_BASE_PORT, insecure: bool = False,
                  base_interceptors: Sequence = (), simulation: bool = False,
                  node_auth: bool | None = None, fab_gate: bool | None = None,
-                 fleet_proxy: bool | None = None):
+                 fleet_proxy: bool | None = None, extra_bases: Sequence[str | Path] = ()):
         self.state = StateDir(state_dir)
         self.base_dir = Path(base_dir).expanduser().resolve()
+        self.extra_bases = tuple(Path(b).expanduser().resolve() for b in extra_bases)
         self.host, self.public_host = host, public_host
         self.port, self.base_port = port, base_port
         self.insecure = insecure
@@ -98,12 +122,14 @@ class Coordinator:
         load_or_create_sealing_key(self.state.sealing_key)
         self.base_server = BaseStoreServer(self.base_dir, signing, host=self.host,
                                            port=self.base_port, tls=tls,
-                                           interceptors=self._interceptors).start()
+                                           interceptors=self._interceptors,
+                                           extra=self.extra_bases).start()
         self.state.write_info(FederationInfo(
             base_dir=str(self.base_dir), base_version=self.base_server.manifest.version,
             base_address=f"{self.public_host}:{self.base_server.port}",
             base_key_pem=public_key_pem(signing.public_key()).decode(),
-            superlink_address=self.client_address, insecure=self.insecure))
+            superlink_address=self.client_address, insecure=self.insecure,
+            bases=served_bases(self.base_server.manifests)))
         if self.fleet_proxy:
             from oppu.coordinator.fleet_proxy import FleetProxy
 

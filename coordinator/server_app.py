@@ -14,6 +14,7 @@ many failed or dropped out; with fewer than ``min-clients`` summed nothing is pu
 
 from __future__ import annotations
 
+import json
 import time
 from logging import INFO
 
@@ -114,7 +115,9 @@ def round_config(run_config, info: FederationInfo | None, aggregation: str,
     sealing = public_bytes(load_or_create_sealing_key(state.sealing_key))
     served = {} if info is None else {
         "base_version": info.base_version, "base_address": info.base_address,
-        "base_key": info.base_key_pem}
+        "base_key": info.base_key_pem,
+        # One base serves every variant; several: each variant runs on its family's.
+        "bases": json.dumps(info.bases, sort_keys=True) if len(info.bases) > 1 else ""}
     return RoundConfig(**fields, **served, aggregation=aggregation,
                        sealing_key=sealing if aggregation == SEALED else b"")
 

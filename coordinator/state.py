@@ -5,7 +5,7 @@ State dir layout (everything one federation needs, nothing any user sent but sum
     tls/                   CA and server certificate (federation/tls.py), for SuperLink + BaseStore
     keys/signing_key.pem   Ed25519, signs the base manifest (clients pin signing_key.pem.pub)
     keys/sealing_key.pem   X25519, opens sealed metrics of small cohorts
-    federation.json        where the base is served, its version: read by the ServerApp
+    federation.json        where the bases are served, their versions: read by the ServerApp
     superlink/             the SuperLink's FLWR_HOME, database and log
     flwr/config.toml       the flwr CLI's connection to our SuperLink (its FLWR_HOME)
     app/pyproject.toml     the Flower app submitted with ``flwr run`` (generated)
@@ -15,7 +15,7 @@ State dir layout (everything one federation needs, nothing any user sent but sum
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from oppu.shared.atomic import write_text_atomic
@@ -32,6 +32,8 @@ class FederationInfo:
     base_key_pem: str
     superlink_address: str
     insecure: bool
+    bases: dict[str, str] = field(default_factory=dict)
+    """Base name (plain, rag-kJ, profile-kJ) -> version of every served base."""
 
     @classmethod
     def read(cls, state_dir: str | Path) -> FederationInfo:

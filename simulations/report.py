@@ -119,7 +119,8 @@ def table1_markdown(table: Mapping[str, Any]) -> str:
 
     The group label appears on each group's first row (as in the paper); the best value of
     each metric column is bold (lowest for ↓ metrics, all rows equal at display precision).
-    With ``intervals`` (variant -> [low, high]) the primary metric's 95% interval follows.
+    With ``intervals`` (variant -> [low, high]) the primary metric's 95% interval follows;
+    with ``variant_bases`` (variant -> base name) a column says which base each row ran on.
     """
     columns = metric_columns(table.get("kind", ""))
     variants: Mapping[str, Any] = table.get("variants") or {}
@@ -130,16 +131,20 @@ def table1_markdown(table: Mapping[str, Any]) -> str:
     }
     intervals: Mapping[str, Sequence[float | None]] = table.get("intervals") or {}
     interval_header = f" {columns[0].name} 95% CI |" if intervals else ""
+    bases: Mapping[str, str] = table.get("variant_bases") or {}
     lines = [
         table_header(table),
         "",
-        "| group | method | variant | " + " | ".join(c.header for c in columns)
-        + f" |{interval_header} queries |",
-        "|---|---|---|" + "---:|" * (len(columns) + 1 + bool(intervals)),
+        "| group | method | variant | " + "base | " * bool(bases)
+        + " | ".join(c.header for c in columns) + f" |{interval_header} queries |",
+        "|---|---|---|" + "---|" * bool(bases)
+        + "---:|" * (len(columns) + 1 + bool(intervals)),
     ]
     for group, names in grouped:
         for i, name in enumerate(names):
             cells = [group if i == 0 else "", variant_label(name), f"`{name}`"]
+            if bases:
+                cells.append(bases.get(name) or "none")
             for column in columns:
                 shown = format_value(metric_value(variants[name], column.key))
                 cells.append(f"**{shown}**" if shown == best[column.key] else shown)
@@ -218,7 +223,18 @@ def _notes(table: Mapping[str, Any]) -> list[str]:
         "each prompt.",
     ]
     personal = ((table.get("settings") or {}).get("personal") or {}).get("train") or {}
-    notes += _base_notes(table.get("base") or {}, personal)
+    bases: Mapping[str, Mapping[str, Any]] = table.get("bases") or {}
+    if len(bases) > 1:
+        notes.append("Each row runs on the task-adapted base of its prompt family (column "
+                     "`base`), as the paper: `plain` learned from queries alone, `rag-kJ` from "
+                     "queries with the user's top-J BM25 history items, `profile-kJ` from "
+                     "queries with the user's PAG profile (GPG rows read their profile with "
+                     "the same base).")
+    elif bases:
+        notes.append("Every row runs on one task-adapted base (`plain`), not the paper's one "
+                     "base per prompt family.")
+    for name, base in bases.items():
+        notes += _base_notes(name, base, personal)
     counts = {metric_value(m, "count") for m in variants.values()} - {None}
     if len(counts) == 1 and table.get("kind") == "classification" and min(counts) > 0:
         queries = min(counts)
@@ -232,11 +248,11 @@ def _notes(table: Mapping[str, Any]) -> list[str]:
     return notes
 
 
-def _base_notes(base: Mapping[str, Any], trained: Mapping[str, Any]) -> list[str]:
-    """What the base every column builds on is, how it scored on held-out base users, and
-    the recipe chosen there against the one the private adapters ran with (``trained``)."""
+def _base_notes(name: str, base: Mapping[str, Any], trained: Mapping[str, Any]) -> list[str]:
+    """What one base is, how it scored on held-out base users, and (the plain base) the
+    recipe chosen there against the one the private adapters ran with (``trained``)."""
     if base.get("untuned"):
-        return [f"**The base is not task-adapted**: {base['untuned']}."]
+        return [f"**The {name} base is not task-adapted**: {base['untuned']}."]
     notes = []
     recipe = base.get("recipe")
     if recipe:
@@ -250,14 +266,16 @@ def _base_notes(base: Mapping[str, Any], trained: Mapping[str, Any]) -> list[str
     if not check:
         return notes
     trivial = "; ".join(f"{name} {value:.3f}" for name, value in check["trivial"].items())
-    note = (f"Base check on {check['queries']} queries of {check['users']} held-out base "
-            f"users ({check['metric']}): untuned {check['untuned']:.3f}, task-adapted "
+    version = f" ({base['version'][:12]})" if base.get("version") else ""
+    note = (f"Check of the {name} base{version} on {check['queries']} queries of "
+            f"{check['users']} held-out base users ({check['metric']}): untuned "
+            f"{check['untuned']:.3f}, task-adapted "
             f"{check['adapted']:.3f} after {check['chosen_epochs']} epoch(s)"
             + (f"; {trivial}" if trivial else "") + ".")
     if check.get("beaten_by"):
-        note = (f"**Warning: the task-adapted base scores below {'; '.join(check['beaten_by'])}"
-                f" on held-out base users**, so every column starts below a trivial answer. "
-                + note)
+        note = (f"**Warning: the {name} base scores below {'; '.join(check['beaten_by'])}"
+                f" on held-out base users**, so every column on it starts below a trivial "
+                "answer. " + note)
     return [note, *notes]
 
 

@@ -30,8 +30,15 @@ from oppu.shared.federation.keys import RoundKey, RunKey, SimKey
 from oppu.shared.federation.processes import free_port
 from oppu.shared.federation.round_config import recipe_entries
 from oppu.shared.llm.training import TrainSettings
+from oppu.shared.personal.bases import (
+    PLAIN,
+    PROFILE_BASE_WRITER,
+    BaseKind,
+    ordered_bases,
+    parse_base_name,
+)
 from oppu.shared.personal.recipe import PersonalizeSettings
-from oppu.shared.personal.suite import QUICK_SUITE
+from oppu.shared.personal.suite import QUICK_SUITE, suite_bases
 from oppu.shared.resources import PeakMemory, release_memory
 from oppu.shared.tasks import TaskSpec
 from oppu.simulations.quickstart import sample_dir, small_model_personal_settings
@@ -51,6 +58,9 @@ class SimulationSettings:
     recipe_from_base: bool = True
     """Train with the learning rate and epochs the base's manifest records as chosen on
     held-out base users (``base_recipe``), where it has them."""
+    one_base: bool = False
+    """Run every variant on the plain base (cheaper, not the paper's): by default each
+    prompt family gets its own task-adapted base (``oppu.shared.personal.bases``)."""
     base_model: str | None = None
     task: str | None = None
     """Task name when the directory's outputs.json does not say (official LaMP files do)."""
@@ -73,7 +83,8 @@ def run_simulation(data: Path | None, out: Path, settings: SimulationSettings, *
     suite = _checked_suite(task, settings.suite)
     console.print(f"[bold]{task.name}[/]: {len(cohort)} test users as virtual clients, "
                   f"variants: {', '.join(suite)}")
-    base_dir = base.expanduser().resolve() if base else prepare_base(dataset, out, settings)
+    bases = prepare_bases(dataset, out, settings, suite, given=base)
+    base_dir = bases[PLAIN]
     settings = with_base_recipe(settings, base_dir)  # the pooled baseline trains with it too
     pooled = None
     if any(v.startswith("pooled-") for v in suite):
@@ -81,8 +92,11 @@ def run_simulation(data: Path | None, out: Path, settings: SimulationSettings, *
     release_memory()  # the models used above are gone; the simulation needs the room
     run_config = simulation_run_config(data, out, task, cohort, suite, settings, pooled)
     memory, run_started = PeakMemory(), time.time()
-    result = _run_round(out, base_dir, run_config, len(cohort), settings, memory)
-    records = collect_records(out, cohort, suite, result.base_version)
+    result = _run_round(out, bases, run_config, len(cohort), settings, memory)
+    versions = {name: read_manifest(path).version for name, path in bases.items()}
+    records = collect_records(out, cohort, suite, result.base_version,
+                              {n: versions[n] for n in suite_bases(suite)} if len(bases) > 1
+                              else {})
     table = {
         "task": task.name, "kind": task.kind.value, "labels": list(cohort.labels()),
         "users": result.clients, "queries": sum(r["queries"] for r in records),
@@ -91,7 +105,9 @@ def run_simulation(data: Path | None, out: Path, settings: SimulationSettings, *
         "seconds_total": round(time.perf_counter() - started, 1),
         "seconds_round": round(result.seconds, 1), "run_id": result.run_id,
         "base_version": result.base_version, "data": str(data),
-        "base": base_summary(base_dir),
+        "bases": {name: {**base_summary(path), "version": versions[name]}
+                  for name, path in bases.items()},
+        "variant_bases": variant_bases(suite, one_base=len(bases) == 1),
         "settings": _settings_summary(settings),
         "cost": simulation_cost(records, result, memory, run_started),
     }
@@ -125,6 +141,18 @@ def base_summary(base_dir: Path) -> dict:
             "recipe": training.get("recipe")}
 
 
+def variant_bases(suite: tuple[str, ...], *, one_base: bool) -> dict[str, str]:
+    """Variant -> the base it ran on ("" for those that use no model)."""
+    from oppu.shared.personal.variants import FAMILIES, parse_variant
+
+    out = {}
+    for name in suite:
+        variant = parse_variant(name)
+        base = FAMILIES[variant.family].base(variant)
+        out[name] = "" if base is None else PLAIN if one_base else base
+    return out
+
+
 def _checked_suite(task: TaskSpec, names: tuple[str, ...]) -> tuple[str, ...]:
     from oppu.shared.personal.suite import supported_variants
 
@@ -135,33 +163,62 @@ def _checked_suite(task: TaskSpec, names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(v.name for v in kept)
 
 
-def prepare_base(dataset, out: Path, settings: SimulationSettings) -> Path:
-    """The task-adapted base, trained on base users only (never a test user); cached."""
+def prepare_bases(dataset, out: Path, settings: SimulationSettings, suite: tuple[str, ...],
+                  *, given: Path | None = None) -> dict[str, Path]:
+    """Base name -> task-adapted base of every prompt family the suite runs on, plain first
+    (it writes the profiles and chooses the private recipe). A ``given`` base, or
+    ``one_base``, serves every variant."""
+    if given is not None:
+        return {PLAIN: given.expanduser().resolve()}
+    names = (PLAIN,) if settings.one_base else ordered_bases((PLAIN, *suite_bases(suite)))
+    return {name: prepare_base(dataset, out, settings, name) for name in names}
+
+
+def prepare_base(dataset, out: Path, settings: SimulationSettings, name: str = PLAIN) -> Path:
+    """One task-adapted base (``name``: plain, rag-kJ, profile-kJ), trained on base users
+    only (never a test user); cached by everything that shapes it."""
     from oppu.coordinator.adapt import adapt_base, adaptation_queries
     from oppu.shared.llm.model import load_base_model
 
-    target = out / "base"
-    key = _digest({"data": str(dataset.directory), "adapt": asdict(settings.adapt),
+    kind = parse_base_name(name)
+    adapt = replace(settings.adapt, variant=kind.variant,
+                    k=settings.adapt.k if kind.variant == PLAIN else kind.k)  # plain: no k
+    target = out / "base" if name == PLAIN else out / "bases" / name  # plain: where it was
+    key = _digest({"data": str(dataset.directory), "adapt": asdict(adapt),
                    "base_model": settings.base_model, "personal": asdict(settings.personal)})
     stamp = target / "oppu_simulation_base.json"
     if read_manifest(target) is not None and stamp.is_file() \
             and json.loads(stamp.read_text()).get("key") == key:
         verify_artifact(target)
-        console.print(f"Task-adapted base: reusing {target}")
+        console.print(f"Task-adapted {name} base: reusing {target}")
         return target
     train_users = base_users(dataset, select_test_users(dataset))
-    queries = adaptation_queries(dataset, train_users, settings.adapt)
+    queries = adaptation_queries(dataset, train_users, adapt)
     model, tokenizer, _ = load_base_model(settings.base_model)
-    console.print(f"Task-adapting the base on {len(queries)} queries of {len(train_users)} "
-                  "base users...")
-    adapted = adapt_base(model, tokenizer, dataset.spec, queries, settings.adapt,
-                         out_dir=target, model_id=settings.base_model or "embedded",
-                         personal=settings.personal, refuse_weak=False)
+    console.print(f"Task-adapting the {name} base on {len(queries)} queries of "
+                  f"{len(train_users)} base users...")
+    adapted = adapt_base(model, tokenizer, dataset.spec, queries, adapt, out_dir=target,
+                         model_id=settings.base_model or "embedded",
+                         profile_of=profile_writer(model, tokenizer, dataset.spec, kind),
+                         personal=settings.personal if name == PLAIN else None,
+                         refuse_weak=False)
     write_text_atomic(stamp, json.dumps({"key": key, "version": adapted.manifest.version}))
     console.print(adapted.summary(), markup=False)
     if adapted.warning():
         console.print(f"[bold red]Warning:[/] {adapted.warning()} The report says so.")
     return target
+
+
+def profile_writer(model, tokenizer, task: TaskSpec, kind: BaseKind):
+    """For the profile base: writes each base user's PAG profile with the untuned model."""
+    if kind.variant != "profile":
+        return None
+    from oppu.shared.personal.profiles import build_profile
+
+    def write(items):
+        return build_profile(model, tokenizer, task, items, mode=PROFILE_BASE_WRITER)
+
+    return write
 
 
 def prepare_pooled(cohort: LampCohort, base_dir: Path, out: Path,
@@ -197,13 +254,14 @@ def simulation_run_config(data: Path, out: Path, task: TaskSpec, cohort: LampCoh
     }
 
 
-def _run_round(out: Path, base_dir: Path, run_config: dict, users: int,
+def _run_round(out: Path, bases: dict[str, Path], run_config: dict, users: int,
                settings: SimulationSettings, memory: PeakMemory) -> CohortResult:
     from rich.progress import Progress
 
-    coordinator = Coordinator(out / "coordinator", base_dir, host="127.0.0.1",
+    coordinator = Coordinator(out / "coordinator", bases[PLAIN], host="127.0.0.1",
                               public_host="localhost", port=free_port(), base_port=free_port(),
-                              insecure=settings.insecure, simulation=True)
+                              insecure=settings.insecure, simulation=True,
+                              extra_bases=[path for name, path in bases.items() if name != PLAIN])
     federation = {"num-supernodes": users, "client-resources-num-cpus": settings.num_cpus,
                   "client-resources-num-gpus": settings.num_gpus}
     with coordinator, Progress(console=console, transient=False) as progress:
@@ -236,8 +294,9 @@ def _records_since(out: Path, since: float) -> int:
 
 
 def collect_records(out: Path, cohort: LampCohort, suite: tuple[str, ...],
-                    base_version: str) -> list[dict]:
-    """Each cohort user's newest record for this suite and base (what the figures plot)."""
+                    base_version: str, bases: dict[str, str]) -> list[dict]:
+    """Each cohort user's newest record for this suite and these bases (what the figures
+    plot); ``bases``: name -> version when the variants ran on several."""
     from oppu.client.simulation import safe_name
 
     records = []
@@ -246,7 +305,8 @@ def collect_records(out: Path, cohort: LampCohort, suite: tuple[str, ...],
         for path in (out / "users" / safe_name(user)).glob("suite-*.json"):
             record = json.loads(path.read_text())
             if tuple(record.get("variants", ())) == suite and \
-                    record.get("base_version", "") == base_version:
+                    record.get("base_version", "") == base_version and \
+                    record.get("bases", {}) == bases:
                 record["_mtime"] = path.stat().st_mtime
                 candidates.append((record["_mtime"], record))
         if candidates:

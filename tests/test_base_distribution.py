@@ -250,3 +250,79 @@ def test_keys_are_owner_only_and_tls_material_is_reused(key_path, tls, tmp_path)
     assert stat.S_IMODE((state / "server.key").stat().st_mode) == 0o600
     wider = ensure_tls_material(state, hosts=["coordinator.lan"])
     assert wider.ca_cert == first.ca_cert and wider.server_cert != first.server_cert
+
+
+class CountCalls(grpc.ServerInterceptor):
+    """Counts the BaseStore's RPCs by method name."""
+
+    def __init__(self):
+        self.calls: dict[str, int] = {}
+
+    def intercept_service(self, continuation, handler_call_details):
+        name = handler_call_details.method.rsplit("/", 1)[-1]
+        self.calls[name] = self.calls.get(name, 0) + 1
+        return continuation(handler_call_details)
+
+
+def _family_artifact(root: Path, variant: str, k: int) -> Path:
+    for name, size in FILES.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(os.urandom(size))
+    write_manifest(root, model_id="test/tiny", task="LaMP_2N", variant=variant,
+                   training={"k": k})
+    return root
+
+
+def test_a_suite_on_two_bases_fetches_and_verifies_each_once_per_client(
+        tmp_path, key_path, tls, monkeypatch) -> None:
+    """The paper's per-family bases: one BaseStore serves both, a round names both, and a
+    simulation worker fetches (signature, sha256) and loads each once for all its users."""
+    from types import SimpleNamespace
+
+    from oppu.client import simulation
+    from oppu.coordinator.coordinator import served_bases
+    from oppu.shared.federation.keys import SimKey
+    from oppu.shared.federation.round_config import RoundConfig
+    from oppu.shared.federation.signing import public_key_pem
+
+    plain = _family_artifact(tmp_path / "plain", "plain", 0)
+    rag = _family_artifact(tmp_path / "rag", "rag", 1)
+    counter = CountCalls()
+    signing = load_signing_key(key_path)
+    loads: list[str] = []
+
+    def load_base_model(directory, device="auto"):
+        verify_artifact(Path(directory))  # what reaches the loader is a verified artifact
+        loads.append(directory)
+        return object(), object(), None
+
+    monkeypatch.setattr("oppu.shared.llm.model.load_base_model", load_base_model)
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(tls.ca_cert)
+    with BaseStoreServer(plain, signing, port=0, tls=tls, extra=[rag],
+                         interceptors=[counter]) as srv:
+        versions = served_bases(srv.manifests)
+        assert set(versions) == {"plain", "rag-k1"} and len(set(versions.values())) == 2
+        cfg = RoundConfig(task="LaMP_2N", suite="base-k0,rag-k1,oppu-k1,majority",
+                          base_version=versions["plain"], base_address=srv.target,
+                          base_key=public_key_pem(signing.public_key()).decode(),
+                          bases=json.dumps(versions))
+        for client in ("worker-1", "worker-2"):  # two simulation workers: two clients
+            monkeypatch.setattr(simulation, "_MODELS", {})
+            context = SimpleNamespace(node_config={}, run_config={
+                SimKey.OUT: str(tmp_path / "out"), SimKey.CA: str(ca)})
+            before = dict(counter.calls)
+            seen = [simulation.simulation_bases(cfg, context) for _user in range(3)]
+            manifests = counter.calls["GetManifest"] - before.get("GetManifest", 0)
+            assert manifests == 2, client  # each base's signed manifest once, not per user
+            first = seen[0]
+            assert all(s.bases == first.bases and s.model is first.model for s in seen)
+            assert first.bases["plain"] is first.model
+            assert first.bases["rag-k1"] is not first.model
+            assert first.versions == versions
+    # Bytes travelled once: the second worker found both bases in the shared cache.
+    assert counter.calls["FetchFile"] == 2 * len(FILES)
+    assert len(loads) == 4 and len(set(loads)) == 2
+    with pytest.raises(ValueError, match="rag-k2"):
+        RoundConfig(task="LaMP_2N", suite="base-k0,rag-k2", base_version=versions["plain"],
+                    bases=json.dumps(versions))

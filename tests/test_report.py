@@ -424,17 +424,31 @@ def test_lora_adapters_compare_by_their_weight_update_not_the_shared_init(tmp_pa
 
 def test_report_warns_of_a_base_below_the_trivial_answer_and_names_the_recipe() -> None:
     table = rating_table({"base-k0": 3.4, "oppu-k0": 3.0})
-    table["base"] = {
+    table["bases"] = {"plain": {
         "check": {"metric": "mae", "queries": 20, "users": 7, "untuned": 3.6, "adapted": 3.4,
                   "chosen_epochs": 2, "trivial": {"always '5'": 0.375},
                   "beaten_by": ["always '5'"]},
-        "recipe": {"lr": 0.003, "epochs": 2, "users": ["a", "b", "c"], "metric": "mae"}}
+        "recipe": {"lr": 0.003, "epochs": 2, "users": ["a", "b", "c"], "metric": "mae"}}}
     table["settings"] = {"personal": {"train": {"lr": 0.003, "epochs": 2}}}
     markdown = report_markdown(table)
-    assert "**Warning: the task-adapted base scores below always '5' on held-out base users**" \
+    assert "**Warning: the plain base scores below always '5' on held-out base users**" \
         in markdown
     assert "untuned 3.600, task-adapted 3.400 after 2 epoch(s); always '5' 0.375." in markdown
     assert ("Private-adapter recipe chosen on 3 held-out base users: lr 0.003, 2 epoch(s); the "
             "private adapters trained with lr 0.003 for 2 epoch(s).") in markdown
-    table["base"] = {"untuned": "no base-user queries with gold answers"}
-    assert "**The base is not task-adapted**: no base-user queries" in report_markdown(table)
+    assert "Every row runs on one task-adapted base (`plain`)" in markdown
+    table["bases"] = {"plain": {"untuned": "no base-user queries with gold answers"}}
+    assert "**The plain base is not task-adapted**: no base-user queries" in \
+        report_markdown(table)
+
+
+def test_report_names_the_base_each_row_ran_on() -> None:
+    table = rating_table({"base-k0": 0.9, "rag-k1": 0.8, "oppu-k1": 0.7})
+    table["variant_bases"] = {"base-k0": "plain", "rag-k1": "rag-k1", "oppu-k1": "rag-k1"}
+    table["bases"] = {name: {"version": version * 64} for name, version in
+                      (("plain", "a"), ("rag-k1", "b"))}
+    markdown = report_markdown(table)
+    rows = {line.split("|")[3].strip(" `"): line.split("|")[4].strip()
+            for line in markdown.splitlines() if line.startswith("| ") and "`" in line}
+    assert rows == {"base-k0": "plain", "rag-k1": "rag-k1", "oppu-k1": "rag-k1"}
+    assert "Each row runs on the task-adapted base of its prompt family" in markdown

@@ -97,7 +97,8 @@ class _RecordingCoordinator:
         type(self).seen = {"state_dir": state_dir, "base_dir": base_dir, **kwargs}
         # What ``start`` prints while it waits for clients.
         self.client_address = "recorded:0"
-        self.base_server = SimpleNamespace(manifest=SimpleNamespace(version="0" * 64), port=0)
+        manifest = SimpleNamespace(version="0" * 64, variant="plain", training={})
+        self.base_server = SimpleNamespace(manifest=manifest, manifests=[manifest], port=0)
         self.state = SimpleNamespace(root=state_dir)
 
     def __enter__(self):
@@ -121,7 +122,8 @@ def test_every_start_option_reaches_the_coordinator_or_the_client(tmp_path,
     process = {"base": tmp_path / "base", "state_dir": tmp_path / "state",
                "host": "127.0.0.2", "public_host": "oppu.example", "port": 9001,
                "base_port": 9002, "insecure": True, "node_auth": False}
-    args = ["start", "--task", "LaMP_2M", "--base", str(process["base"]), "--state-dir",
+    args = ["start", "--task", "LaMP_2M", "--base", str(process["base"]),
+            "--base", str(tmp_path / "rag-base"), "--state-dir",
             str(process["state_dir"]), "--host", "127.0.0.2", "--public-host", "oppu.example",
             "--port", "9001", "--base-port", "9002", "--insecure", "--no-node-auth",
             "--min-clients", "5", "--aggregation", "sealed", "--holdout", "3",
@@ -131,6 +133,7 @@ def test_every_start_option_reaches_the_coordinator_or_the_client(tmp_path,
 
     seen = _RecordingCoordinator.seen
     assert seen["state_dir"] == process["state_dir"] and seen["base_dir"] == process["base"]
+    assert list(seen["extra_bases"]) == [tmp_path / "rag-base"]
     for name in ("host", "public_host", "port", "base_port", "insecure", "node_auth"):
         assert seen[name] == process[name], name
     run_config = seen["run_config"]
@@ -166,7 +169,7 @@ def test_every_simulate_option_reaches_the_simulation_or_the_client(tmp_path,
     args = ["simulate", "--data", str(data), "--task", "LaMP_2N", "--users", "3", "--suite",
             "base-k0,oppu-k1", "--max-history", "9", "--history-shift", "0.5", "--base",
             str(base), "--adapt-examples", "21", "--out", str(out), "--base-model", "tiny",
-            "--num-cpus", "1", "--num-gpus", "0.5", "--insecure", "--no-plots"]
+            "--num-cpus", "1", "--num-gpus", "0.5", "--insecure", "--no-plots", "--one-base"]
     for name, value in simulate_args.items():
         args += [f"--{name}", value]
     result = CliRunner().invoke(coordinator_app, args)
@@ -176,8 +179,8 @@ def test_every_simulate_option_reaches_the_simulation_or_the_client(tmp_path,
     assert (seen["data"], seen["out"], seen["base"], seen["plots"]) == (data, out, base, False)
     assert (settings.users, settings.suite, settings.max_history, settings.history_shift,
             settings.adapt.max_examples, settings.base_model, settings.task, settings.num_cpus,
-            settings.num_gpus, settings.insecure) == (
-        3, ("base-k0", "oppu-k1"), 9, 0.5, 21, "tiny", "LaMP_2N", 1, 0.5, True)
+            settings.num_gpus, settings.insecure, settings.one_base) == (
+        3, ("base-k0", "oppu-k1"), 9, 0.5, 21, "tiny", "LaMP_2N", 1, 0.5, True, True)
     assert settings.recipe_from_base is False  # --lr given: not the base users' choice
     cohort = load_cohort(data, "LaMP_2N")
     run_config = simulation.simulation_run_config(data, out, cohort.dataset.spec, cohort,
@@ -190,7 +193,7 @@ def test_every_simulate_option_reaches_the_simulation_or_the_client(tmp_path,
 
     covered = {"data", "task", "users", "suite", "max_history", "history_shift", "base",
                "adapt_examples", "out", "base_model", "num_cpus", "num_gpus", "insecure",
-               "plots", *(name.replace("-", "_") for name in simulate_args)}
+               "plots", "one_base", *(name.replace("-", "_") for name in simulate_args)}
     options = set(inspect.signature(simulate_command.simulate).parameters)
     assert options == covered, f"options with no test of where they go: {options - covered}"
 

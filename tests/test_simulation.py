@@ -25,7 +25,7 @@ from oppu.shared.federation.secagg_encoding import snap_whole
 from oppu.shared.metrics import InputError, make_metric
 from oppu.simulations.quickstart import sample_dir
 
-SMOKE_SUITE = ("base-k0", "majority", "top-bm25", "oppu-k0")
+SMOKE_SUITE = ("base-k0", "rag-k1", "majority", "top-bm25", "oppu-k0")
 SMOKE_USERS = 10
 
 
@@ -203,7 +203,8 @@ def test_simulation_writes_report_and_adapters_and_keeps_the_base_once(smoke):
     for variant in SMOKE_SUITE:
         assert f"`{variant}`" in markdown
     # The data has no base users: the untuned base, and the report says so.
-    assert "**The base is not task-adapted**: no base-user queries" in markdown
+    assert "**The plain base is not task-adapted**: no base-user queries" in markdown
+    assert "**The rag-k1 base is not task-adapted**" in markdown
     assert "accuracy 95% CI" in markdown and "McNemar p = " in markdown
     assert json.loads((out / "report" / "table1.json").read_text())["users"] == SMOKE_USERS
     assert (out / "report" / "fig7_similarity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -153,6 +153,54 @@ def test_profiles_and_adapters_are_made_once_and_wired_per_variant(monkeypatch) 
     assert len(outcome.vector(metric)) == 8 * len(metric.stat_names())
 
 
+def test_each_variant_runs_on_its_familys_base_and_the_plain_base_writes_profiles(
+        monkeypatch) -> None:
+    """The paper's per-family bases: stubbed model calls record which base each variant
+    evaluates and trains on, and which model wrote the profile."""
+    from oppu.shared.personal import user_run as suite
+    from oppu.shared.personal.evaluation import EvalResult
+    from oppu.shared.personal.suite import suite_bases
+
+    task, history, queries, labels = _user()
+    metric = make_metric(task.kind, labels)
+    writers, evaluated, trained_on = [], {}, []
+
+    def fake_profile(model, tokenizer, task, history, mode, store):
+        writers.append((model, mode))
+        return None if mode == "none" else f"{mode} profile"
+
+    def fake_evaluate(model, tokenizer, task, queries, *, k, profile, labels, retrieval="bm25",
+                      show_progress=False, prior=None):
+        evaluated[len(evaluated)] = (model, k, profile)
+        stats = metric.stats_for(["dystopia"] * len(queries), [q.gold for q in queries])
+        return EvalResult(tuple(labels), stats, metric.compute(stats))
+
+    def attach(model, peft, seed):
+        trained_on.append(model)
+        return f"adapter on {model}"
+
+    monkeypatch.setattr(suite, "user_profile", fake_profile)
+    monkeypatch.setattr(suite, "evaluate_queries", fake_evaluate)
+    monkeypatch.setattr(suite, "attach_fresh_adapter", attach)
+    monkeypatch.setattr(suite, "detach_adapter", lambda model: None)
+    monkeypatch.setattr(suite, "train_private_adapter", lambda *a, **kw: None)
+
+    names = "base-k0,random-k1,rag-k1,pag-k0,gpg-k0,oppu-k0,oppu-k1,pag-oppu-k0,majority"
+    assert suite_bases(names) == ("plain", "rag-k1", "profile-k0")
+    bases = {"plain": "PLAIN", "rag-k1": "RAG1", "profile-k0": "PROFILE0"}
+    run_suite("PLAIN", None, task, history, queries, names, SETTINGS, labels=labels,
+              bases=bases)
+    assert [model for model, _k, _p in evaluated.values()] == [
+        "PLAIN", "RAG1", "RAG1", "PROFILE0", "PROFILE0", "adapter on PLAIN", "adapter on RAG1",
+        "adapter on PROFILE0"]
+    assert trained_on == ["PLAIN", "RAG1", "PROFILE0"]
+    # One profile per mode, written by the plain base, whichever base reads it.
+    assert writers == [("PLAIN", "none"), ("PLAIN", "pag"), ("PLAIN", "gpg")]
+    with pytest.raises(ValueError, match="No profile-k0 base"):
+        run_suite("PLAIN", None, task, history, queries, names, SETTINGS, labels=labels,
+                  bases={"plain": "PLAIN", "rag-k1": "RAG1"})
+
+
 @pytest.mark.slow
 def test_the_base_is_clean_when_a_variant_fails(base, monkeypatch) -> None:
     from oppu.shared.personal import user_run as suite

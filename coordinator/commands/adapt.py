@@ -12,6 +12,7 @@ from oppu.shared.cli_support import console, friendly_errors, quiet_libraries
 from oppu.shared.data import base_users, load_lamp
 from oppu.shared.llm.training import TrainSettings
 from oppu.shared.paths import oppu_home
+from oppu.shared.personal.bases import PROFILE_BASE_WRITER, base_of_manifest
 from oppu.shared.personal.recipe import DEFAULT_RECIPE
 
 
@@ -20,7 +21,9 @@ def adapt(
     data: Annotated[Path, typer.Option("--data", help="A LaMP directory (questions/outputs).")],
     task: Annotated[str | None, typer.Option(help="Task; default: from outputs.json.")] = None,
     variant: Annotated[str, typer.Option(help=f"Prompt variant: {', '.join(VARIANTS)}.")] = "plain",
-    k: Annotated[int, typer.Option(min=0, help="Retrieved items per prompt (rag).")] = 1,
+    k: Annotated[int, typer.Option(
+        min=0, help="Retrieved items per prompt (rag: >= 1; profile: 0 or more); one base "
+        "per k, as the paper's reference code.")] = 1,
     base_model: Annotated[str | None, typer.Option(help="HF id or directory.")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 3,
     lr: Annotated[float, typer.Option()] = 1e-4,
@@ -56,11 +59,13 @@ def adapt(
         from oppu.shared.personal.profiles import build_profile
 
         def profile_of(items):
-            return build_profile(model, tokenizer, dataset.spec, items, mode="pag")
+            return build_profile(model, tokenizer, dataset.spec, items,
+                                 mode=PROFILE_BASE_WRITER)
 
     queries = adaptation_queries(dataset, users, settings)
     console.print(f"{dataset.task}: {len(queries)} queries of {len(users)} base users.")
-    target = out or oppu_home() / "bases" / f"{dataset.task}-{variant}"
+    name = base_of_manifest(variant, {"k": k}).name
+    target = out or oppu_home() / "bases" / f"{dataset.task}-{name}"
     adapted = adapt_base(model, tokenizer, dataset.spec, queries, settings, out_dir=target,
                          model_id=base_model or "embedded", profile_of=profile_of,
                          personal=DEFAULT_RECIPE, refuse_weak=not accept_weak_base)

@@ -7,7 +7,12 @@ from typing import Annotated
 
 import typer
 
-from oppu.coordinator.coordinator import DEFAULT_BASE_PORT, DEFAULT_SUPERLINK_PORT, Coordinator
+from oppu.coordinator.coordinator import (
+    DEFAULT_BASE_PORT,
+    DEFAULT_SUPERLINK_PORT,
+    Coordinator,
+    served_bases,
+)
 from oppu.coordinator.results import format_table
 from oppu.shared.cli_support import console, friendly_errors, stop_cleanly_on_sigterm
 from oppu.shared.errors import ConfigError
@@ -39,8 +44,10 @@ from oppu.shared.tasks import get_task
 
 @friendly_errors
 def start(
-    base: Annotated[Path, typer.Option(
-        "--base", help="Base artifact dir (from `oppu-coordinator adapt`) to serve.")],
+    base: Annotated[list[Path], typer.Option(
+        "--base", help="Base artifact dir (from `oppu-coordinator adapt`) to serve; repeat "
+        "it for one base per prompt family (plain first, then e.g. the rag-k1 base): each "
+        "variant then runs on its family's.")],
     task: Annotated[str, typer.Option("--task", help="Task of the round, e.g. LaMP_2N.")],
     state_dir: Annotated[Path | None, typer.Option(
         "--state-dir", help="Keys, certificates, logs, results (default: "
@@ -87,11 +94,13 @@ def start(
                                   aggregation=aggregation, timeout=timeout, holdout=holdout,
                                   stat_bound=stat_bound)
     stop_cleanly_on_sigterm()
-    coordinator = Coordinator(state, base, host=host, public_host=public_host, port=port,
-                              base_port=base_port, insecure=insecure, node_auth=node_auth)
+    coordinator = Coordinator(state, base[0], host=host, public_host=public_host, port=port,
+                              base_port=base_port, insecure=insecure, node_auth=node_auth,
+                              extra_bases=base[1:])
     with coordinator:
-        console.print(f"SuperLink on {coordinator.client_address}, base "
-                      f"{coordinator.base_server.manifest.version[:12]} on "
+        served = ", ".join(f"{name} {version[:12]}" for name, version in
+                           served_bases(coordinator.base_server.manifests).items())
+        console.print(f"SuperLink on {coordinator.client_address}, bases {served} on "
                       f"{public_host}:{coordinator.base_server.port}. State: "
                       f"{coordinator.state.root}\n{join_instructions(coordinator)}\n"
                       f"Waiting for {min_clients} clients (Ctrl-C stops everything)...",

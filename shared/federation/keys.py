@@ -91,6 +91,7 @@ class RoundKey:
     BASE_VERSION = "base-version"
     BASE_ADDRESS = "base-address"
     BASE_KEY = "base-key"
+    BASES = "bases"
     AGGREGATION = "aggregation"
     SEALING_KEY = "sealing-key"
     STAT_BOUND = "stat-bound"

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from oppu.shared.errors import ConfigError, brief
 from oppu.shared.federation.aggregation_modes import AGGREGATIONS, AUTO, SEALED, SECAGG
 from oppu.shared.federation.keys import PERSONAL_BLOCK, RoundKey
+from oppu.shared.personal.bases import parse_base_name
 from oppu.shared.personal.peft_methods import PEFT_METHODS
 from oppu.shared.personal.recipe import (
     DEFAULT_LORA_ALPHA,
@@ -59,6 +60,10 @@ class RoundConfig:
     base_address: str = field(default="", metadata={"key": RoundKey.BASE_ADDRESS})
     base_key: str = field(default="", metadata={"key": RoundKey.BASE_KEY,
                                                 "help": "Ed25519 public key (PEM)."})
+    bases: str = field(default="", metadata={
+        "key": RoundKey.BASES,
+        "help": "JSON {base name: version} of every served base (plain, rag-kJ, profile-kJ); "
+                "each suite variant runs on its family's. Empty: all on base-version."})
     aggregation: str = field(default=SECAGG, metadata={"key": RoundKey.AGGREGATION})
     sealing_key: bytes = field(default=b"", metadata={"key": RoundKey.SEALING_KEY,
                                                       "help": "X25519 public key (raw)."})
@@ -114,6 +119,45 @@ class RoundConfig:
                 parse_suite(self.suite)
             except ValueError as exc:
                 raise ConfigError(f"round config key '{RoundKey.SUITE}': {exc}") from None
+        versions = self.base_versions()
+        missing = [name for name in self.needed_bases() if name not in versions]
+        if versions and missing:
+            raise ConfigError(f"round config key '{RoundKey.BASES}' serves "
+                              f"{', '.join(versions)} but the round's variants also run on "
+                              f"{', '.join(missing)}: adapt and serve those bases too.")
+
+    def base_versions(self) -> dict[str, str]:
+        """Base name -> version of each served base (``bases``); empty: one base for all."""
+        if not self.bases:
+            return {}
+        try:
+            versions = json.loads(self.bases)
+        except (ValueError, RecursionError):
+            versions = None
+        if not isinstance(versions, dict) or not all(
+                isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)
+                for v in versions.values()):
+            raise ConfigError(f"round config key '{RoundKey.BASES}' must be a JSON object of "
+                              f"base names to sha256 versions, got {brief(self.bases)}.")
+        for name in versions:
+            try:
+                parse_base_name(name)
+            except ValueError as exc:
+                raise ConfigError(f"round config key '{RoundKey.BASES}': {exc}") from None
+        return versions
+
+    def base_version_for(self, name: str) -> str:
+        """The version of the base named ``name`` (``base_version`` when one serves all)."""
+        return self.base_versions().get(name, self.base_version)
+
+    def needed_bases(self) -> tuple[str, ...]:
+        """The bases this round's variants run on, plain first."""
+        from oppu.shared.personal.suite import suite_bases
+        from oppu.shared.personal.variants.oppu import personal_variant_name
+
+        if self.suite.strip():
+            return suite_bases(self.suite)
+        return suite_bases([personal_variant_name(self.peft_method, self.k, self.profile_mode)])
 
     def recipe(self) -> PersonalizeSettings:
         """The round's private-adapter recipe (the client side of ``recipe_entries``)."""
@@ -361,7 +405,7 @@ def run_config_overrides(run_config: Mapping[str, object]) -> dict[str, object]:
     out: dict[str, object] = {}
     for key, value in run_config.items():
         f = by_key.get(key)
-        if f is None or f.name in ("base_key", "sealing_key", "aggregation"):
+        if f is None or f.name in ("base_key", "bases", "sealing_key", "aggregation"):
             continue
         if f.name == "labels":
             out[f.name] = _run_config_labels(key, value)

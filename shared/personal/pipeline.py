@@ -84,8 +84,13 @@ def run_variants(
     base_source: str = "",
     show_progress: bool = False,
     selection: SelectionSettings | None = None,
+    bases: Mapping[str, object] | None = None,
 ) -> VariantsOutcome:
     """Evaluate one user's ``queries`` under every variant, in order.
+
+    ``bases`` maps base names (``oppu.shared.personal.bases``: plain, rag-kJ, profile-kJ) to
+    loaded task-adapted bases: each variant then runs on its family's base, as the paper;
+    ``model`` (the plain base) writes the profiles. None: every variant runs on ``model``.
 
     ``history`` holds the training items; ``recipe`` is the private-adapter recipe (each
     variant sets its PEFT method, k and profile). One adapter is trained per distinct
@@ -105,22 +110,47 @@ def run_variants(
     check_suite(task, suite, history, pooled_adapter)
     if labels is None:
         labels = history_labels(task, history)
-    run = UserRun(model, tokenizer, task, list(history), list(queries), recipe,
-                  tuple(labels) if labels is not None else None, store,
-                  Path(pooled_adapter) if pooled_adapter is not None else None,
-                  primary=primary, resume=resume, base_source=base_source,
-                  show_progress=show_progress, selection=selection)
+    models = variant_models(suite, model, bases)
+    shared: dict[str, dict] = {"adapters": {}, "selections": {}, "trained": {}, "profiles": {}}
+    runs: dict[int, UserRun] = {}  # one per base: (method, k, profile) never spans two
+
+    def run_of(variant: Variant) -> UserRun:
+        base = models[variant.name]
+        if id(base) not in runs:
+            runs[id(base)] = UserRun(
+                base, tokenizer, task, list(history), list(queries), recipe,
+                tuple(labels) if labels is not None else None, store,
+                Path(pooled_adapter) if pooled_adapter is not None else None,
+                primary=primary, resume=resume, base_source=base_source,
+                show_progress=show_progress, selection=selection, profile_model=model,
+                **shared)
+        return runs[id(base)]
+
     results: dict[str, EvalResult] = {}
     seconds: dict[str, float] = {}
     bar = tqdm(suite, desc="variants", unit="variant", disable=not show_progress, leave=False)
     for variant in bar:
         bar.set_postfix_str(variant.name)
         start = time.perf_counter()
-        results[variant.name] = FAMILIES[variant.family].evaluate(run, variant)
+        results[variant.name] = FAMILIES[variant.family].evaluate(run_of(variant), variant)
         seconds[variant.name] = time.perf_counter() - start
-    reports = {v.name: run.trained[v.adapter_key].report for v in suite if v.trains}
-    return VariantsOutcome(results, seconds, dict(run.adapters), reports, len(history),
-                           len(queries), dict(run.selections))
+    trained = shared["trained"]
+    reports = {v.name: trained[v.adapter_key].report for v in suite if v.trains}
+    return VariantsOutcome(results, seconds, dict(shared["adapters"]), reports, len(history),
+                           len(queries), dict(shared["selections"]))
+
+
+def variant_models(suite: Sequence[Variant], model, bases: Mapping[str, object] | None
+                   ) -> dict[str, object]:
+    """Variant name -> the base it runs on; ValueError naming any base ``bases`` lacks."""
+    if bases is None:
+        return {v.name: model for v in suite}
+    wanted = {v.name: FAMILIES[v.family].base(v) for v in suite}
+    missing = sorted({b for b in wanted.values() if b is not None and b not in bases})
+    if missing:
+        raise ValueError(f"No {', '.join(missing)} base was given; the suite's variants run "
+                         f"on {', '.join(sorted({b for b in wanted.values() if b}))}.")
+    return {name: model if base is None else bases[base] for name, base in wanted.items()}
 
 
 @dataclass

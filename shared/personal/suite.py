@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from oppu.shared.paired_stats import pair_name
+from oppu.shared.personal.bases import ordered_bases
 from oppu.shared.personal.variants import FAMILIES, Variant, parse_variant, variant_forms
 from oppu.shared.tasks import TaskSpec
 
@@ -112,6 +113,13 @@ def comparison_pairs(variants: Sequence[str]) -> tuple[str, ...]:
         add(name, "majority")
         add(name, "top-bm25")
     return tuple(pairs)
+
+
+def suite_bases(variants: str | Sequence[str | Variant]) -> tuple[str, ...]:
+    """The task-adapted bases a suite's variants run on (``oppu.shared.personal.bases``),
+    plain first."""
+    suite = parse_suite(variants)
+    return ordered_bases(b for v in suite if (b := FAMILIES[v.family].base(v)) is not None)
 
 
 def suite_help() -> str:

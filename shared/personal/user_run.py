@@ -122,10 +122,13 @@ class UserRun:
     base_source: str = ""
     show_progress: bool = False
     selection: SelectionSettings | None = None
+    profile_model: object | None = None
+    """The model that writes profiles (default ``model``): in a suite over several bases,
+    the plain base writes each mode's profile once, whichever base reads it."""
     adapters: dict[str, str] = field(default_factory=dict)
     selections: dict[str, SelectionReport] = field(default_factory=dict)
     trained: dict[tuple, TrainedAdapter] = field(default_factory=dict)
-    _profiles: dict[str, str | None] = field(default_factory=dict)
+    profiles: dict[str, str | None] = field(default_factory=dict)
 
     def target_text(self, item: Mapping) -> str:
         return target_text(self.task, item)
@@ -134,10 +137,11 @@ class UserRun:
         return majority_label(self.task, self.history)
 
     def profile(self, mode: str) -> str | None:
-        if mode not in self._profiles:  # written by the clean base, from training items only
-            self._profiles[mode] = user_profile(self.model, self.tokenizer, self.task,
-                                                self.history, mode, self.store)
-        return self._profiles[mode]
+        if mode not in self.profiles:  # written by a clean base, from training items only
+            writer = self.model if self.profile_model is None else self.profile_model
+            self.profiles[mode] = user_profile(writer, self.tokenizer, self.task, self.history,
+                                               mode, self.store)
+        return self.profiles[mode]
 
     def evaluate(self, model, k: int, mode: str = "none", retrieval: str = "bm25",
                  prior: LabelPrior | None = None) -> EvalResult:

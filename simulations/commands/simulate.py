@@ -49,8 +49,11 @@ def simulate(
         min=0.0, max=0.9, help="Behaviour shift (paper Table 3): drop this share of each "
         "history, the items most relevant to the user's queries (BM25) first.")] = 0.0,
     base: Annotated[Path | None, typer.Option(
-        help="Task-adapted base artifact to use (default: adapt one on the base users).")
-    ] = None,
+        help="Task-adapted base artifact for every variant (default: adapt one per prompt "
+        "family on the base users).")] = None,
+    one_base: Annotated[bool, typer.Option(
+        "--one-base", help="Adapt only the plain base and run every variant on it (cheaper; "
+        "the paper adapts one per family: plain, rag-kJ, profile-kJ).")] = False,
     adapt_examples: Annotated[int | None, typer.Option(
         min=1, help="Cap on base-user examples for task adaptation.")] = None,
     lr: Annotated[float | None, typer.Option(
@@ -91,7 +94,7 @@ def simulate(
         history_shift=history_shift,
         adapt=replace(defaults.adapt, max_examples=adapt_examples),
         personal=personal, recipe_from_base=lr is None and not epochs,
-        base_model=base_model, task=task,
+        base_model=base_model, task=task, one_base=one_base,
         num_cpus=num_cpus,
         num_gpus=num_gpus, insecure=insecure)
     stop_cleanly_on_sigterm()

@@ -4,6 +4,7 @@ user's most frequent label; the label of the top BM25 history item)."""
 
 from __future__ import annotations
 
+from oppu.shared.personal.bases import PLAIN
 from oppu.shared.personal.variants.registry import Family, K, Variant, register_family
 from oppu.shared.tasks import TaskKind
 
@@ -19,6 +20,9 @@ class Pooled(Family):
 
     def label(self, variant: Variant) -> str:
         return f"Pooled adapter (k={variant.k})"
+
+    def base(self, variant: Variant) -> str | None:
+        return PLAIN  # the pooled adapter is trained on the plain base
 
     def evaluate(self, run, variant: Variant):
         return run.pooled(variant.k)
@@ -46,6 +50,9 @@ class Majority(Family):
     def needs_history(self) -> bool:
         return True
 
+    def base(self, variant: Variant) -> str | None:
+        return None
+
     def evaluate(self, run, variant: Variant):
         return run.scored([run.majority_label()] * len(run.queries))
 
@@ -65,6 +72,9 @@ class TopBm25(Family):
     def unsupported(self, task) -> str | None:
         if task.kind != TaskKind.GENERATION and task.target_field is None:
             return f"{task.name} history items carry no label"
+        return None
+
+    def base(self, variant: Variant) -> str | None:
         return None
 
     def evaluate(self, run, variant: Variant):

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from oppu.shared.personal.bases import base_kind
 from oppu.shared.personal.evaluation import EvalQuery, EvalResult
 from oppu.shared.tasks import TaskSpec
 
@@ -99,6 +100,11 @@ class Family:
     def needs_history(self) -> bool:
         """Whether it needs the user's history at all (training or counting labels)."""
         return self.trains
+
+    def base(self, variant: Variant) -> str | None:
+        """The task-adapted base it runs on (``oppu.shared.personal.bases``); None when it
+        uses no model. By default the base trained on its own prompt shape."""
+        return base_kind(variant.k, variant.profile).name
 
     def evaluate(self, run: UserRunView, variant: Variant) -> EvalResult:
         raise NotImplementedError

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from oppu.shared.proto.v1 import manifest_pb2 as oppu_dot_v1_dot_manifest__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18oppu/v1/base_store.proto\x12\x07oppu.v1\x1a\x16oppu/v1/manifest.proto\"\x14\n\x12GetManifestRequest\"r\n\x0eSignedManifest\x12\x15\n\rmanifest_json\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12&\n\x07listing\x18\x04 \x01(\x0b\x32\x15.oppu.v1.BaseManifest\"A\n\x10\x46\x65tchFileRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"%\n\x05\x43hunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x32\x8a\x01\n\tBaseStore\x12\x43\n\x0bGetManifest\x12\x1b.oppu.v1.GetManifestRequest\x1a\x17.oppu.v1.SignedManifest\x12\x38\n\tFetchFile\x12\x19.oppu.v1.FetchFileRequest\x1a\x0e.oppu.v1.Chunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18oppu/v1/base_store.proto\x12\x07oppu.v1\x1a\x16oppu/v1/manifest.proto\"%\n\x12GetManifestRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"r\n\x0eSignedManifest\x12\x15\n\rmanifest_json\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12&\n\x07listing\x18\x04 \x01(\x0b\x32\x15.oppu.v1.BaseManifest\"A\n\x10\x46\x65tchFileRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"%\n\x05\x43hunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x32\x8a\x01\n\tBaseStore\x12\x43\n\x0bGetManifest\x12\x1b.oppu.v1.GetManifestRequest\x1a\x17.oppu.v1.SignedManifest\x12\x38\n\tFetchFile\x12\x19.oppu.v1.FetchFileRequest\x1a\x0e.oppu.v1.Chunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,13 +34,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'oppu.v1.base_store_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETMANIFESTREQUEST']._serialized_start=61
-  _globals['_GETMANIFESTREQUEST']._serialized_end=81
-  _globals['_SIGNEDMANIFEST']._serialized_start=83
-  _globals['_SIGNEDMANIFEST']._serialized_end=197
-  _globals['_FETCHFILEREQUEST']._serialized_start=199
-  _globals['_FETCHFILEREQUEST']._serialized_end=264
-  _globals['_CHUNK']._serialized_start=266
-  _globals['_CHUNK']._serialized_end=303
-  _globals['_BASESTORE']._serialized_start=306
-  _globals['_BASESTORE']._serialized_end=444
+  _globals['_GETMANIFESTREQUEST']._serialized_end=98
+  _globals['_SIGNEDMANIFEST']._serialized_start=100
+  _globals['_SIGNEDMANIFEST']._serialized_end=214
+  _globals['_FETCHFILEREQUEST']._serialized_start=216
+  _globals['_FETCHFILEREQUEST']._serialized_end=281
+  _globals['_CHUNK']._serialized_start=283
+  _globals['_CHUNK']._serialized_end=320
+  _globals['_BASESTORE']._serialized_start=323
+  _globals['_BASESTORE']._serialized_end=461
 # @@protoc_insertion_point(module_scope)

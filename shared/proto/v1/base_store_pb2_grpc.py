@@ -51,7 +51,7 @@ class BaseStoreServicer:
     """Missing associated documentation comment in .proto file."""
 
     def GetManifest(self, request, context):
-        """The current base's manifest, signed by the coordinator's Ed25519 key.
+        """A served base's manifest, signed by the coordinator's Ed25519 key.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
