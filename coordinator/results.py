@@ -48,6 +48,9 @@ class CohortResult:
     comparisons: dict[str, dict[str, float]] = field(default_factory=dict)
     """With a suite: ``"<variant> vs <reference>"`` -> mean difference over users, its 95%
     interval and p-value, and the example-level test (``PairMetric.compute``)."""
+    dp: dict = field(default_factory=dict)
+    """With DP on: epsilon of this round and in total, delta, the noise std of every sum,
+    the query cap and sensitivity, and each metric's noise std (``coordinator.dp_round``)."""
 
     def sum_stats(self) -> dict[str, float]:
         return dict(zip(self.stat_names, self.sums, strict=True))
@@ -92,6 +95,7 @@ def format_table(result: CohortResult) -> str:
              f"{result.clients}{of} clients aggregated with {result.aggregation}"
              + (f", {result.rejected} rejected" if result.rejected else "")
              + (f", {result.failures} failed or dropped out" if result.failures else "")]
+    lines += _dp_rows(result.dp)
     if result.variants:
         return "\n".join(lines + _variant_rows(result.variants, result.intervals)
                          + _comparison_rows(result.comparisons))
@@ -100,6 +104,17 @@ def format_table(result: CohortResult) -> str:
     for name, value in result.metrics.items():
         lines.append(f"  {name:<{width}}  {_shown(name, value)}")
     return "\n".join(lines)
+
+
+def _dp_rows(dp: Mapping) -> list[str]:
+    """What DP cost: epsilon this round and in total, the noise on every sum."""
+    if not dp:
+        return []
+    budget = f" of {dp['budget_epsilon']:g}" if dp.get("budget_epsilon") else ""
+    return [f"  DP: epsilon {dp['epsilon']:.3g} this round, {dp['total_epsilon']:.3g}{budget} "
+            f"in total (delta {dp['delta']:g}); every sum carries noise of std "
+            f"{dp['noise_std']:.3g}; at most {dp['max_queries']} queries per user; metrics "
+            "from noisy sums, intervals widened by the noise"]
 
 
 def _shown(name: str, value: float) -> str:

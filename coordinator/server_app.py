@@ -10,12 +10,18 @@ node that stopped heartbeating (within ~60 s) and the round's ``timeout`` bounds
 the round ends with the others; SecAgg+ reconstructs a dropped client's masks from the
 survivors' shares. The result says how many clients were asked, how many were summed and how
 many failed or dropped out; with fewer than ``min-clients`` summed nothing is published.
+
+Differential privacy (``dp-epsilon`` or ``dp-noise-multiplier``): the round is planned
+(``dp_round``) and charged to the deployment's budget (``dp_budget``) before any client is
+asked; over budget, no client trains. Clients add the noise; the result is computed from the
+noisy sums with intervals widened by it.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from logging import INFO
 
 from flwr.app import Context
@@ -24,6 +30,8 @@ from flwr.serverapp import Grid, ServerApp
 
 from oppu.coordinator.aggregation.base import Collected
 from oppu.coordinator.aggregation.registry import AGGREGATORS
+from oppu.coordinator.dp_budget import Spent, charge
+from oppu.coordinator.dp_round import DpPlan, plan_dp_round
 from oppu.coordinator.results import CohortResult, format_table, write_result
 from oppu.coordinator.state import FederationInfo, StateDir
 from oppu.shared.block_metric import BlockMetric
@@ -33,6 +41,7 @@ from oppu.shared.federation.keys import DEFAULT_ROUND_TIMEOUT, RunKey, SimKey
 from oppu.shared.federation.round_config import RoundConfig, run_config_overrides
 from oppu.shared.federation.sealing import load_or_create_sealing_key, public_bytes
 from oppu.shared.metrics import MetricSpec
+from oppu.shared.noisy_stats import noisy_tables
 from oppu.shared.paths import oppu_home
 from oppu.shared.tasks import get_task
 
@@ -49,10 +58,15 @@ def main(grid: Grid, context: Context) -> None:
     min_clients = int(config.get(RunKey.MIN_CLIENTS, 3))
     nodes = wait_for_nodes(grid, min_clients, timeout)
     aggregation = choose_aggregation(str(config.get(RunKey.AGGREGATION, AUTO)), len(nodes))
-    round_cfg = round_config(config, info, aggregation, state)
+    round_cfg, dp = plan_dp_round(config, round_config(config, info, aggregation, state),
+                                  aggregation, len(nodes))
+    spent = None if dp is None else charge(state, str(context.run_id), dp, config)
     metric = round_cfg.metric()
     log(INFO, "Round %d of %s for %d clients, %s", round_cfg.round, round_cfg.task,
         len(nodes), aggregation)
+    if spent is not None:
+        log(INFO, "DP: this round costs epsilon %.3g (delta %g), %.3g in total", dp.epsilon,
+            dp.delta, spent.total_epsilon)
     collected = AGGREGATORS[aggregation].collect(grid, context, round_cfg, metric, nodes,
                                                  state, timeout)
     if collected.clients < min_clients:  # a "cohort" of fewer would say too much about each
@@ -60,16 +74,21 @@ def main(grid: Grid, context: Context) -> None:
                         f"returned valid statistics ({collected.failures} failed, "
                         f"{collected.rejected} rejected); nothing was published.")
     result = cohort_result(str(context.run_id), round_cfg, metric, collected, aggregation,
-                           asked=len(nodes), seconds=time.perf_counter() - started)
+                           asked=len(nodes), seconds=time.perf_counter() - started, dp=dp)
+    if dp is not None and spent is not None:
+        result = with_dp_cost(result, dp, spent)
     path = write_result(state, result)
     log(INFO, "%s\nWritten to %s", format_table(result), path)
 
 
 def cohort_result(run_id: str, round_cfg: RoundConfig, metric: MetricSpec,
                   collected: Collected, aggregation: str, *, asked: int,
-                  seconds: float) -> CohortResult:
+                  seconds: float, dp: DpPlan | None = None) -> CohortResult:
     """What the round publishes: the sums, the metrics computed from them, the counts."""
     sums = collected.sums
+    if dp is not None:
+        return _noisy_result(run_id, round_cfg, metric, collected, aggregation, asked=asked,
+                             seconds=seconds, noise_std=dp.noise_std(collected.clients))
     return CohortResult(
         run_id=run_id, round=round_cfg.round, task=round_cfg.task,
         aggregation=aggregation, clients=collected.clients, asked=asked,
@@ -80,6 +99,31 @@ def cohort_result(run_id: str, round_cfg: RoundConfig, metric: MetricSpec,
         comparisons=metric.comparisons(sums) if isinstance(metric, BlockMetric) else {},
         failures=collected.failures, base_version=round_cfg.base_version,
         seconds=seconds, config=round_cfg.public_summary())
+
+
+def _noisy_result(run_id: str, round_cfg: RoundConfig, metric: MetricSpec,
+                  collected: Collected, aggregation: str, *, asked: int, seconds: float,
+                  noise_std: float) -> CohortResult:
+    """A DP round's result: metrics from the noisy sums, intervals and tests widened by the
+    noise (``noisy_stats``)."""
+    tables = noisy_tables(metric, collected.sums, noise_std)
+    return CohortResult(
+        run_id=run_id, round=round_cfg.round, task=round_cfg.task, aggregation=aggregation,
+        clients=collected.clients, asked=asked, stat_names=metric.stat_names(),
+        sums=metric.to_vector(collected.sums), metrics=tables["metrics"],
+        rejected=collected.rejected, variants=tables["variants"],
+        intervals=tables["intervals"], comparisons=tables["comparisons"],
+        failures=collected.failures, base_version=round_cfg.base_version, seconds=seconds,
+        config=round_cfg.public_summary(),
+        dp={"noise_std": noise_std, "metric_noise_std": tables["metric_noise_std"]})
+
+
+def with_dp_cost(result: CohortResult, dp: DpPlan, spent: Spent) -> CohortResult:
+    """The result with what DP cost: this round's epsilon and the deployment's total."""
+    return replace(result, dp={**result.dp, **dp.summary(),
+                               "total_epsilon": spent.total_epsilon, "total_delta": spent.delta,
+                               "budget_epsilon": spent.budget_epsilon,
+                               "rounds_accounted": spent.rounds})
 
 
 def wait_for_nodes(grid: Grid, minimum: int, timeout: float) -> list[int]:

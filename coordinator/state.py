@@ -10,6 +10,7 @@ State dir layout (everything one federation needs, nothing any user sent but sum
     flwr/config.toml       the flwr CLI's connection to our SuperLink (its FLWR_HOME)
     app/pyproject.toml     the Flower app submitted with ``flwr run`` (generated)
     results/run-<id>.json  the cohort's summed statistics and metric table, per run
+    dp_budget.json         every DP round's privacy cost (coordinator/dp_budget.py)
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class StateDir:
         self.flwr_home = self.root / "flwr"
         self.app_dir = self.root / "app"
         self.results = self.root / "results"
+        self.dp_budget = self.root / "dp_budget.json"
 
     def result_path(self, run_id: int | str) -> Path:
         return self.results / f"run-{run_id}.json"

@@ -26,6 +26,7 @@ from oppu.shared.data import base_users, load_lamp, select_test_users
 from oppu.shared.data.cohort import LampCohort
 from oppu.shared.federation.aggregation_modes import AUTO
 from oppu.shared.federation.base_artifact import read_manifest, verify_artifact
+from oppu.shared.federation.dp_options import DpSettings, dp_run_config
 from oppu.shared.federation.keys import RoundKey, RunKey, SimKey
 from oppu.shared.federation.processes import free_port
 from oppu.shared.federation.round_config import recipe_entries
@@ -69,6 +70,8 @@ class SimulationSettings:
     aggregation: str = AUTO
     insecure: bool = False
     timeout: float = 24 * 3600.0
+    dp: DpSettings = field(default_factory=DpSettings)
+    """Differential privacy of the round (off by default; ``oppu.shared.federation.dp_options``)."""
 
 
 def run_simulation(data: Path | None, out: Path, settings: SimulationSettings, *,
@@ -251,6 +254,7 @@ def simulation_run_config(data: Path, out: Path, task: TaskSpec, cohort: LampCoh
         RoundKey.LABELS: json.dumps(list(cohort.labels())),
         SimKey.DATA: str(data), SimKey.OUT: str(out), SimKey.MAX_HISTORY: settings.max_history,
         SimKey.POOLED_ADAPTER: str(pooled or ""), SimKey.SHIFT: settings.history_shift,
+        **dp_run_config(settings.dp),
     }
 
 

@@ -37,6 +37,21 @@ from oppu.shared.personal.recipe import PersonalizeSettings
 ROOT = Path(__file__).resolve().parents[1]
 
 # Every recipe option at a value no default has, and what the client must end up with.
+DP_ARGS = ["--dp-epsilon", "0.5", "--dp-delta", "1e-6", "--dp-budget-epsilon", "3",
+           "--dp-budget-delta", "1e-5", "--dp-max-queries", "6"]
+DP_OPTIONS = {"dp_epsilon", "dp_delta", "dp_noise_multiplier", "dp_budget_epsilon",
+              "dp_budget_delta", "dp_max_queries"}
+DP_EXPECTED = {RunKey.DP_EPSILON: 0.5, RunKey.DP_DELTA: 1e-6, RunKey.DP_BUDGET_EPSILON: 3.0,
+               RunKey.DP_BUDGET_DELTA: 1e-5, RunKey.DP_NOISE_MULTIPLIER: 0.0,
+               RoundKey.DP_MAX_QUERIES: 6}
+
+
+def _assert_dp(run_config: dict, client: RoundConfig) -> None:
+    """The DP flags reach the ServerApp's run config, the query cap the client's round."""
+    assert {k: run_config[k] for k in DP_EXPECTED} == DP_EXPECTED
+    assert client.dp_max_queries == 6
+
+
 RECIPE_ARGS = ["--peft", "ia3", "--lora-r", "4", "--lora-alpha", "12", "--k", "2",
                "--profile", "pag", "--epochs", "5", "--lr", "0.003", "--batch-size", "3",
                "--max-steps", "7", "--seed", "11"]
@@ -127,7 +142,7 @@ def test_every_start_option_reaches_the_coordinator_or_the_client(tmp_path,
             str(process["state_dir"]), "--host", "127.0.0.2", "--public-host", "oppu.example",
             "--port", "9001", "--base-port", "9002", "--insecure", "--no-node-auth",
             "--min-clients", "5", "--aggregation", "sealed", "--holdout", "3",
-            "--stat-bound", "99", "--timeout", "77", *RECIPE_ARGS]
+            "--stat-bound", "99", "--timeout", "77", *RECIPE_ARGS, *DP_ARGS]
     result = CliRunner().invoke(coordinator_app, args)
     assert isinstance(result.exception, _Stop), result.output
 
@@ -142,9 +157,14 @@ def test_every_start_option_reaches_the_coordinator_or_the_client(tmp_path,
     client, recipe = _client_recipe(run_config, tmp_path)
     assert (client.task, client.holdout_value, client.stat_bound) == ("LaMP_2M", 3, 99.0)
     _assert_recipe(recipe, RECIPE_OPTIONS)
+    _assert_dp(run_config, client)
+    multiplier = [*args[:args.index("--dp-epsilon")], "--dp-noise-multiplier", "2"]
+    result = CliRunner().invoke(coordinator_app, multiplier)
+    assert isinstance(result.exception, _Stop), result.output
+    assert _RecordingCoordinator.seen["run_config"][RunKey.DP_NOISE_MULTIPLIER] == 2.0
 
     covered = {*process, "task", "min_clients", "aggregation", "holdout", "stat_bound",
-               "timeout", *RECIPE_OPTIONS}
+               "timeout", *RECIPE_OPTIONS, *DP_OPTIONS}
     options = set(inspect.signature(start_module.start).parameters)
     assert options == covered, f"options with no test of where they go: {options - covered}"
 
@@ -155,6 +175,7 @@ def test_every_simulate_option_reaches_the_simulation_or_the_client(tmp_path,
     from oppu.simulations import simulate as simulation
     from oppu.simulations.commands import simulate as simulate_command
     from oppu.simulations.quickstart import sample_dir
+    from oppu.simulations.simulate import SimulationSettings
 
     seen: ClassVar[dict] = {}
 
@@ -169,7 +190,8 @@ def test_every_simulate_option_reaches_the_simulation_or_the_client(tmp_path,
     args = ["simulate", "--data", str(data), "--task", "LaMP_2N", "--users", "3", "--suite",
             "base-k0,oppu-k1", "--max-history", "9", "--history-shift", "0.5", "--base",
             str(base), "--adapt-examples", "21", "--out", str(out), "--base-model", "tiny",
-            "--num-cpus", "1", "--num-gpus", "0.5", "--insecure", "--no-plots", "--one-base"]
+            "--num-cpus", "1", "--num-gpus", "0.5", "--insecure", "--no-plots", "--one-base",
+            *DP_ARGS]
     for name, value in simulate_args.items():
         args += [f"--{name}", value]
     result = CliRunner().invoke(coordinator_app, args)
@@ -190,10 +212,19 @@ def test_every_simulate_option_reaches_the_simulation_or_the_client(tmp_path,
     expected = {**RECIPE_OPTIONS, "peft": "lora", "k": 0, "profile": "none"}  # per variant
     _assert_recipe(recipe, expected)
     assert (run_config[SimKey.MAX_HISTORY], run_config[SimKey.SHIFT]) == (9, 0.5)
+    _assert_dp(run_config, client)
+    no_dp = simulation.simulation_run_config(data, out, cohort.dataset.spec, cohort,
+                                             settings.suite, SimulationSettings(), None)
+    assert not {k for k in no_dp if k.startswith("dp-")}  # DP off: the run config as before
+    seen.clear()
+    multiplier = [*args[:args.index("--dp-epsilon")], "--dp-noise-multiplier", "2"]
+    assert isinstance(CliRunner().invoke(coordinator_app, multiplier).exception, _Stop)
+    assert seen["settings"].dp.noise_multiplier == 2.0
 
     covered = {"data", "task", "users", "suite", "max_history", "history_shift", "base",
                "adapt_examples", "out", "base_model", "num_cpus", "num_gpus", "insecure",
-               "plots", "one_base", *(name.replace("-", "_") for name in simulate_args)}
+               "plots", "one_base", *(name.replace("-", "_") for name in simulate_args),
+               *DP_OPTIONS}
     options = set(inspect.signature(simulate_command.simulate).parameters)
     assert options == covered, f"options with no test of where they go: {options - covered}"
 

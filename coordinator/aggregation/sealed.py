@@ -3,7 +3,8 @@
 For cohorts too small for SecAgg+ (a sum of two reveals the other's vector): every client
 seals its statistics to the coordinator's X25519 key, bound to this run, round and node, and
 the coordinator opens, checks and sums them. A reply that cannot be opened or holds impossible
-statistics is rejected; a node that errs or stays silent counts as a failure.
+statistics is rejected; a node that errs or stays silent counts as a failure. With DP on each
+vector carries its client's full noise (local DP), so only its shape can be checked.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from oppu.shared.federation.keys import (
 from oppu.shared.federation.round_config import RoundConfig
 from oppu.shared.federation.sealing import SealingError, load_or_create_sealing_key, open_vector
 from oppu.shared.metrics import MetricSpec
+from oppu.shared.noisy_stats import read_noisy
 
 
 class SealedAggregator:
@@ -62,7 +64,8 @@ class SealedAggregator:
                 sealed = reply.content.config_records[SEALED_RECORD][SEALED_METRICS]
                 vector = open_vector(sealed, key, run_id=context.run_id,
                                      round_=round_cfg.round, node_id=node)
-                stats = metric.from_vector(vector)  # validate_stats: impossible sums refused
+                stats = (read_noisy(metric, vector) if round_cfg.dp_variance > 0  # noised
+                         else metric.from_vector(vector))  # impossible sums refused
             except (KeyError, SealingError, ValueError) as exc:
                 rejected += 1
                 log(WARNING, "Rejected client %s's reply: %s", node, exc)

@@ -33,6 +33,7 @@ from oppu.shared.federation.secagg_encoding import (
     snap_whole,
 )
 from oppu.shared.metrics import MetricSpec
+from oppu.shared.noisy_stats import read_noisy
 
 
 class _KeepAggregate(FedAvg):
@@ -72,8 +73,11 @@ class SecAggAggregator:
             log(WARNING, "With %d clients and stat-bound %g, summed counts may be off by up to "
                 "%.2f; lower stat-bound for exact counts.", clients, round_cfg.stat_bound,
                 max_error)
+        dp = round_cfg.dp_variance > 0
+        # A noised mean may dip below 0, never below -clip: a DP round's sentinel lies below.
+        sentinel = -2.0 * round_cfg.clip if dp else SENTINEL
         strategy = _KeepAggregate(round_cfg, clients,
-                                  ndarrays_to_parameters([np.full(size, SENTINEL)]))
+                                  ndarrays_to_parameters([np.full(size, sentinel)]))
         shares, threshold = secagg_shares(clients)
         legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=1),
                                strategy=strategy)
@@ -84,7 +88,7 @@ class SecAggAggregator:
             timeout=timeout))
         workflow(grid, legacy)
         mean = strategy.mean
-        if mean is None or len(mean) != size or min(mean) <= SENTINEL / 2:
+        if mean is None or len(mean) != size or min(mean) <= sentinel * (0.75 if dp else 0.5):
             raise OppuError(
                 "SecAgg+ returned no aggregate (the server still holds its initial arrays): "
                 f"too many of the {clients} clients failed or dropped out for the "
@@ -96,7 +100,20 @@ class SecAggAggregator:
                 "%d (their masks were reconstructed from the survivors' shares).", failures,
                 clients, strategy.clients)
         decoded = decode_mean(mean, strategy.clients, round_cfg.stat_bound, round_cfg.clip)
+        if dp:
+            return _noisy_collected(round_cfg, metric, decoded, strategy.clients, failures)
         sums = snap_whole(metric, dict(zip(metric.stat_names(), decoded, strict=True)),
                           secagg_max_error(strategy.clients, round_cfg.stat_bound))
         metric.validate_stats(sums)  # a client that lied can still make the sum impossible
         return Collected(sums=sums, clients=strategy.clients, failures=failures)
+
+
+def _noisy_collected(round_cfg: RoundConfig, metric: MetricSpec, decoded: list[float],
+                     summed: int, failures: int) -> Collected:
+    """A DP round's sum: noisy, so neither snapped to whole numbers nor checked for
+    identities noise breaks; refused when fewer clients than ``dp-share`` carry the noise."""
+    if summed < round_cfg.dp_share:
+        raise OppuError(f"Only {summed} clients were summed, fewer than the {round_cfg.dp_share} "
+                        "the DP noise was split over: the sum would carry less noise than "
+                        "accounted, so nothing was published.")
+    return Collected(sums=read_noisy(metric, decoded), clients=summed, failures=failures)

@@ -15,8 +15,20 @@ from oppu.coordinator.coordinator import (
 )
 from oppu.coordinator.results import format_table
 from oppu.shared.cli_support import console, friendly_errors, stop_cleanly_on_sigterm
+from oppu.shared.dp_bounds import DEFAULT_MAX_QUERIES
 from oppu.shared.errors import ConfigError
 from oppu.shared.federation.aggregation_modes import AGGREGATIONS, AUTO
+from oppu.shared.federation.dp_options import (
+    DEFAULT_DP_DELTA,
+    DpBudgetDeltaOpt,
+    DpBudgetEpsilonOpt,
+    DpDeltaOpt,
+    DpEpsilonOpt,
+    DpMaxQueriesOpt,
+    DpNoiseMultiplierOpt,
+    DpSettings,
+    dp_run_config,
+)
 from oppu.shared.federation.keys import DEFAULT_ROUND_TIMEOUT, RoundKey, RunKey
 from oppu.shared.federation.round_config import (
     RoundConfig,
@@ -84,6 +96,12 @@ def start(
         help="Largest statistic one client may report (SecAgg+ scaling).")] = 4096.0,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for clients and replies.")
     ] = DEFAULT_ROUND_TIMEOUT,
+    dp_epsilon: DpEpsilonOpt = 0.0,
+    dp_delta: DpDeltaOpt = DEFAULT_DP_DELTA,
+    dp_noise_multiplier: DpNoiseMultiplierOpt = 0.0,
+    dp_budget_epsilon: DpBudgetEpsilonOpt = 0.0,
+    dp_budget_delta: DpBudgetDeltaOpt = 0.0,
+    dp_max_queries: DpMaxQueriesOpt = DEFAULT_MAX_QUERIES,
 ) -> None:
     """Start the SuperLink and BaseStore, run one round, print the cohort's metrics."""
     state = state_dir if state_dir is not None else oppu_home() / "coordinator"
@@ -93,6 +111,10 @@ def start(
     run_config = round_run_config(task=task, recipe=recipe, min_clients=min_clients,
                                   aggregation=aggregation, timeout=timeout, holdout=holdout,
                                   stat_bound=stat_bound)
+    run_config.update(dp_run_config(DpSettings(
+        epsilon=dp_epsilon, delta=dp_delta, noise_multiplier=dp_noise_multiplier,
+        budget_epsilon=dp_budget_epsilon, budget_delta=dp_budget_delta,
+        max_queries=dp_max_queries)))
     stop_cleanly_on_sigterm()
     coordinator = Coordinator(state, base[0], host=host, public_host=public_host, port=port,
                               base_port=base_port, insecure=insecure, node_auth=node_auth,

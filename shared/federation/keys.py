@@ -35,6 +35,15 @@ class RunKey:
     MIN_CLIENTS = "min-clients"
     AGGREGATION = "aggregation"
     TIMEOUT = "timeout"
+    DP_EPSILON = "dp-epsilon"
+    """Epsilon one round may cost (0: DP off unless a noise multiplier is given)."""
+    DP_DELTA = "dp-delta"
+    DP_NOISE_MULTIPLIER = "dp-noise-multiplier"
+    """Noise std in L2 sensitivities, instead of a per-round epsilon."""
+    DP_BUDGET_EPSILON = "dp-budget-epsilon"
+    """Epsilon all DP rounds of this state dir may cost together (0: no limit)."""
+    DP_BUDGET_DELTA = "dp-budget-delta"
+    """Delta the deployment's total is stated at (0: dp-delta)."""
 
 
 class SimKey:
@@ -97,3 +106,6 @@ class RoundKey:
     STAT_BOUND = "stat-bound"
     CLIP = "clip"
     SUITE = "suite"
+    DP_MAX_QUERIES = "dp-max-queries"
+    DP_VARIANCE = "dp-variance"
+    DP_SHARE = "dp-share"

@@ -73,6 +73,16 @@ class RoundConfig:
         "key": RoundKey.SUITE,
         "help": "Comma-separated variants (oppu.shared.personal.suite) to evaluate and sum, "
                 "one stats block each; empty: the one personal adapter."})
+    dp_max_queries: int = field(default=0, metadata={
+        "key": RoundKey.DP_MAX_QUERIES,
+        "help": "With DP: held-out queries one user counts per round (oppu.shared.dp_bounds)."})
+    dp_variance: float = field(default=0.0, metadata={
+        "key": RoundKey.DP_VARIANCE,
+        "help": "Skellam noise variance per statistic of what the coordinator sees, in "
+                "SecAgg+ grid steps (oppu.shared.federation.dp_mechanism); 0: DP off."})
+    dp_share: int = field(default=1, metadata={
+        "key": RoundKey.DP_SHARE,
+        "help": "Fewest clients a SecAgg+ sum holds: each adds dp-variance / dp-share."})
 
     def __post_init__(self) -> None:
         """Check every field's type and range; ``ConfigError`` (a ValueError) names each key.
@@ -102,6 +112,25 @@ class RoundConfig:
             raise ConfigError(f"round config key '{RoundKey.HOLDOUT}': a holdout of 1 or more "
                               f"is a count of items and must be whole, got {self.holdout}.")
         self._check_names()
+        if self.dp_variance > 0:
+            self._check_dp()
+
+    def _check_dp(self) -> None:
+        """A DP round needs a query cap, and room within stat-bound for a client's noise
+        (SecAgg+ clips beyond it, which would bias the sum)."""
+        from oppu.shared.dp_bounds import contribution_bounds
+        from oppu.shared.federation.dp_mechanism import needed_stat_bound
+
+        if self.dp_max_queries < 1:
+            raise ConfigError(f"round config key '{RoundKey.DP_MAX_QUERIES}' must be at "
+                              "least 1 when DP is on (dp-variance > 0).")
+        share = 1 if self.aggregation == SEALED else self.dp_share
+        needed = needed_stat_bound(contribution_bounds(self.metric(), self.dp_max_queries),
+                                   self.dp_variance, share, self.stat_bound)
+        if needed > self.stat_bound:
+            raise ConfigError(f"round config key '{RoundKey.STAT_BOUND}' ({self.stat_bound:g}) "
+                              f"leaves no room for a client's DP noise: raise it to at least "
+                              f"{needed:.0f}.")
 
     def _check_names(self) -> None:
         """PEFT method, profile mode and suite names against their registries, so a
@@ -247,6 +276,8 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "batch_size": (1, 65_536),
     "max_steps": (0, 10**9),
     "seed": (0, 2**32 - 1),  # NumPy's seeds are 32-bit
+    "dp_max_queries": (0, 10**6),
+    "dp_share": (1, 1023),  # MAX_SECAGG_CLIENTS
 }
 """Whole-number fields: (lowest, highest). The highest are far past any real round; a value
 beyond is a typo or a hostile message, and would fail later and less clearly."""
@@ -255,6 +286,7 @@ _FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
     "holdout": (0.0, 1e9, True),
     "stat_bound": (0.0, 1e12, False),
     "clip": (0.0, 1e9, False),
+    "dp_variance": (0.0, 1e30, True),
 }
 """Real-number fields: (low, high, whether low itself is allowed); NaN and infinity never."""
 
@@ -405,7 +437,8 @@ def run_config_overrides(run_config: Mapping[str, object]) -> dict[str, object]:
     out: dict[str, object] = {}
     for key, value in run_config.items():
         f = by_key.get(key)
-        if f is None or f.name in ("base_key", "bases", "sealing_key", "aggregation"):
+        if f is None or f.name in ("base_key", "bases", "sealing_key", "aggregation",
+                                   "dp_variance", "dp_share"):  # the coordinator's to set
             continue
         if f.name == "labels":
             out[f.name] = _run_config_labels(key, value)

@@ -54,6 +54,13 @@ def encode_stats(vector: Sequence[float], stat_bound: float, clip: float) -> lis
     return [v / stat_bound * clip for v in vector]
 
 
+def encode_noisy(vector: Sequence[float], stat_bound: float, clip: float) -> list[float]:
+    """A DP-noised vector (``dp_noise``) for SecAgg+: no range check, since noise may take a
+    value below 0 or past ``stat_bound``; SecAgg+ clips at +-``clip`` (value +-``stat_bound``),
+    which the round's ``stat_bound`` leaves room for (``RoundConfig._check_dp``)."""
+    return [v / stat_bound * clip for v in vector]
+
+
 def decode_mean(mean: Sequence[float], clients: int, stat_bound: float,
                 clip: float) -> list[float]:
     """Sums of statistics from the mean of ``clients`` encodings."""

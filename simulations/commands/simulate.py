@@ -14,6 +14,17 @@ from oppu.shared.cli_support import (
     quiet_libraries,
     stop_cleanly_on_sigterm,
 )
+from oppu.shared.dp_bounds import DEFAULT_MAX_QUERIES
+from oppu.shared.federation.dp_options import (
+    DEFAULT_DP_DELTA,
+    DpBudgetDeltaOpt,
+    DpBudgetEpsilonOpt,
+    DpDeltaOpt,
+    DpEpsilonOpt,
+    DpMaxQueriesOpt,
+    DpNoiseMultiplierOpt,
+    DpSettings,
+)
 from oppu.shared.personal.recipe import DEFAULT_RECIPE, recipe_from_options, recipe_options
 from oppu.shared.personal.recipe_options import (
     BatchSizeOpt,
@@ -75,6 +86,12 @@ def simulate(
     insecure: Annotated[bool, typer.Option(
         "--insecure", help="No TLS on the local SuperLink and BaseStore.")] = False,
     plots: Annotated[bool, typer.Option(help="Write the figures (PNG).")] = True,
+    dp_epsilon: DpEpsilonOpt = 0.0,
+    dp_delta: DpDeltaOpt = DEFAULT_DP_DELTA,
+    dp_noise_multiplier: DpNoiseMultiplierOpt = 0.0,
+    dp_budget_epsilon: DpBudgetEpsilonOpt = 0.0,
+    dp_budget_delta: DpBudgetDeltaOpt = 0.0,
+    dp_max_queries: DpMaxQueriesOpt = DEFAULT_MAX_QUERIES,
 ) -> None:
     """Run the paper's experiment on Flower's simulation engine and print Table 1.
 
@@ -96,7 +113,10 @@ def simulate(
         personal=personal, recipe_from_base=lr is None and not epochs,
         base_model=base_model, task=task, one_base=one_base,
         num_cpus=num_cpus,
-        num_gpus=num_gpus, insecure=insecure)
+        num_gpus=num_gpus, insecure=insecure,
+        dp=DpSettings(epsilon=dp_epsilon, delta=dp_delta, noise_multiplier=dp_noise_multiplier,
+                      budget_epsilon=dp_budget_epsilon, budget_delta=dp_budget_delta,
+                      max_queries=dp_max_queries))
     stop_cleanly_on_sigterm()
     table = run_simulation(data, out, settings, base=base, plots=plots)
     from oppu.simulations.report import compare_variants, table1_markdown
