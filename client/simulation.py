@@ -8,7 +8,9 @@ alive), so it loads once per worker, not once per user.
 
 Each user's outcome is written to ``<sim-out>/users/<user>/suite-<key>.json`` (the benchmark
 owner's local record, never sent). ``key`` hashes everything that shapes the result, so a
-rerun of the same experiment answers from the record instead of retraining: resume.
+rerun of the same experiment answers from the record instead of retraining: resume. Each
+variant's predictions are kept too (``variant_cache``), so another suite sharing variants
+with an earlier run computes only the new ones.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import logging
 import os
 import re
 import time
-from dataclasses import asdict, replace
+from dataclasses import fields as dataclass_fields
+from dataclasses import replace
 from pathlib import Path
 
 from flwr.app import Context
 
 from oppu.client.round_bases import RoundBases, load_round_bases
+from oppu.client.variant_cache import load_variant, save_variant, variant_key
 from oppu.shared.federation.keys import PERSONAL_BLOCK, NodeConfigKey, SimKey
 from oppu.shared.federation.round_config import RoundConfig
 from oppu.shared.resources import process_peak_rss_mb
@@ -63,25 +67,57 @@ def safe_name(user_id: str) -> str:
     return f"{cleaned}-{hashlib.sha1(user_id.encode()).hexdigest()[:8]}"  # keep ids distinct
 
 
-def suite_key(round_cfg: RoundConfig, context: Context) -> str:
-    """A digest of what determines this user's result (not the run id or the keys).
+def _shaping_fields(round_cfg: RoundConfig, context: Context) -> dict:
+    """What a user's predictions depend on: the task, the label set, the recipe and the
+    data settings. Fields that shape only what is sent (aggregation, bounds, keys) or are
+    added later keep earlier records and cached results valid."""
+    from oppu.shared.federation.keys import RoundKey
+    from oppu.shared.federation.round_config import RECIPE_KEYS
 
-    The pooled baseline adapter counts by content, not path: retrained for another cohort
-    at the same path, it is another experiment.
-    """
-    fields = asdict(round_cfg)
-    for name in ("round", "base_address", "base_key", "aggregation", "sealing_key"):
-        fields.pop(name)
+    shaping = {*RECIPE_KEYS.values(), RoundKey.TASK, RoundKey.LABELS}
+    fields = {f.name: getattr(round_cfg, f.name) for f in dataclass_fields(round_cfg)
+              if f.metadata["key"] in shaping}
     fields["sim"] = {k: str(context.run_config.get(k, "")) for k in
                      (SimKey.DATA, SimKey.MAX_HISTORY, SimKey.BASE_PATH, SimKey.BASE_MODEL,
                       SimKey.SHIFT)}
+    fields["key_format"] = RECORD_FORMAT
+    return fields
+
+
+def _pooled_digest(context: Context) -> str:
+    """The pooled baseline adapter by content, not path: retrained for another cohort at the
+    same path, it is another experiment."""
     pooled = Path(str(context.run_config.get(SimKey.POOLED_ADAPTER, "") or ""))
     weights = pooled / "adapter_model.safetensors"
-    fields["pooled"] = hashlib.sha256(weights.read_bytes()).hexdigest() \
+    return hashlib.sha256(weights.read_bytes()).hexdigest() \
         if str(pooled) not in ("", ".") and weights.is_file() else ""
-    fields["key_format"] = RECORD_FORMAT
+
+
+def suite_key(round_cfg: RoundConfig, context: Context) -> str:
+    """A digest of what determines this user's record for the round's whole suite."""
+    fields = {**_shaping_fields(round_cfg, context), "suite": round_cfg.suite,
+              "base_version": round_cfg.base_version, "bases": round_cfg.base_versions(),
+              "pooled": _pooled_digest(context)}
     text = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def variant_keys(round_cfg: RoundConfig, context: Context,
+                 variants: tuple[str, ...]) -> dict[str, str]:
+    """Variant -> the key of its cached result (``variant_cache``): what shapes every
+    variant, plus the variant's own base (and, for the pooled baseline, its adapter)."""
+    from oppu.shared.personal.variants import FAMILIES, parse_variant
+
+    fields = _shaping_fields(round_cfg, context)
+    keys = {}
+    for name in variants:
+        variant = parse_variant(name)
+        base = FAMILIES[variant.family].base(variant)
+        keys[name] = variant_key(
+            fields, name, round_cfg.base_version_for(base) if base else "",
+            round_cfg.base_version if variant.profile != "none" else "",
+            _pooled_digest(context) if variant.family == "pooled" else "")
+    return keys
 
 
 def suite_variants(round_cfg: RoundConfig) -> tuple[str, ...]:
@@ -104,7 +140,7 @@ def run_simulated_user(round_cfg: RoundConfig, context: Context) -> list[float]:
     from oppu.shared.data.cohort import load_cohort
     from oppu.shared.metrics import make_metric
     from oppu.shared.personal.evaluation import EvalQuery
-    from oppu.shared.personal.pipeline import run_variants
+    from oppu.shared.personal.pipeline import VariantsOutcome, run_variants
     from oppu.shared.tasks import get_task
 
     task = get_task(round_cfg.task)
@@ -127,12 +163,27 @@ def run_simulated_user(round_cfg: RoundConfig, context: Context) -> list[float]:
     variants = suite_variants(round_cfg)
     pooled = str(context.run_config.get(SimKey.POOLED_ADAPTER, "") or "")
     loaded = simulation_bases(round_cfg, context)
-    started = time.perf_counter()
-    outcome = run_variants(loaded.model, loaded.tokenizer, task, history, queries, variants,
-                           round_cfg.recipe(), labels=labels or None,
-                           store=AdapterStore(user_dir),
-                           pooled_adapter=Path(pooled) if pooled else None, bases=loaded.bases)
     metric = make_metric(task.kind, labels)
+    keys = variant_keys(round_cfg, context, variants)
+    cached = {v: c for v in variants if (c := load_variant(user_dir, v, keys[v])) is not None}
+    todo = [v for v in variants if v not in cached]
+    started = time.perf_counter()
+    fresh = run_variants(loaded.model, loaded.tokenizer, task, history, queries, todo,
+                         round_cfg.recipe(), labels=labels or None,
+                         store=AdapterStore(user_dir),
+                         pooled_adapter=Path(pooled) if pooled else None,
+                         bases=loaded.bases) if todo else None
+    seconds_now = time.perf_counter() - started
+    for name in todo:
+        save_variant(user_dir, name, keys[name], fresh.results[name], fresh.seconds[name],
+                     fresh.adapters.get(name))
+    outcome = VariantsOutcome(
+        {v: cached[v].result(metric, tuple(labels)) if v in cached else fresh.results[v]
+         for v in variants},
+        {v: cached[v].seconds if v in cached else fresh.seconds[v] for v in variants},
+        {v: a for v in variants
+         if (a := cached[v].adapter if v in cached else fresh.adapters.get(v))},
+        {}, len(history), len(queries))
     record = {
         "format": RECORD_FORMAT, "user": user.user_id, "partition": user.partition,
         "task": task.name, "kind": task.kind.value, "labels": list(labels),
@@ -142,13 +193,14 @@ def run_simulated_user(round_cfg: RoundConfig, context: Context) -> list[float]:
         "pairs": {p: outcome.pair_vector(metric, p) for p in round_cfg.pairs},
         "metrics": {v: metric.compute(outcome.results[v].stats) for v in variants},
         "seconds": outcome.seconds, "adapters": outcome.adapters,
-        "seconds_total": round(time.perf_counter() - started, 2),
+        "seconds_total": round(seconds_now + sum(c.seconds for c in cached.values()), 2),
+        "variants_cached": sorted(cached),
         "worker_pid": os.getpid(), "worker_peak_rss_mb": process_peak_rss_mb(),
         "worker_model_loads": _LOADS[0], "base_version": round_cfg.base_version,
         "bases": loaded.versions}
     write_text_atomic(record_path, json.dumps(record, indent=2, default=_json_number))
-    log.info("user %s (%d items, %d queries) done in %.0f s", user.user_id, len(history),
-             len(queries), time.perf_counter() - started)
+    log.info("user %s (%d items, %d queries) done in %.0f s (%d variant(s) from earlier "
+             "runs)", user.user_id, len(history), len(queries), seconds_now, len(cached))
     return record_vector(round_cfg, record)
 
 

@@ -242,10 +242,26 @@ def _notes(table: Mapping[str, Any]) -> list[str]:
     families = {v.family for v in map(known_variant, variants) if v is not None}
     notes += [f"`{shown}`: {text}." for key, (shown, text) in BASELINE_NOTES.items()
               if key in families]
+    notes += _dp_notes(table.get("dp") or {})
     seconds = metric_value(table, "seconds_total")
     if seconds is not None:
         notes.append(f"Wall time of the whole simulation: {seconds:.0f} s.")
     return notes
+
+
+def _dp_notes(dp: Mapping[str, Any]) -> list[str]:
+    """What differential privacy cost (``coordinator.dp_round``): budget and noise."""
+    if not dp:
+        return []
+    metric_noise = dp.get("metric_noise_std") or {}
+    noise = "; ".join(f"{name} ±{value:.3f}" for name, value in metric_noise.items()
+                      if isinstance(value, (int, float)))
+    return [f"**Differentially private**: epsilon {dp['epsilon']:.3g} (delta {dp['delta']:g}) "
+            f"this round, {dp.get('total_epsilon', dp['epsilon']):.3g} in total; each user "
+            f"counts at most {dp['max_queries']} queries and every sum carries noise of std "
+            f"{dp['noise_std']:.3g}, so metrics come from noisy sums and intervals and tests "
+            "are widened by the noise" + (f" (noise std of the metrics: {noise})" if noise
+                                          else "") + "."]
 
 
 def _base_notes(name: str, base: Mapping[str, Any], trained: Mapping[str, Any]) -> list[str]:

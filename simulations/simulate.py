@@ -104,7 +104,7 @@ def run_simulation(data: Path | None, out: Path, settings: SimulationSettings, *
         "task": task.name, "kind": task.kind.value, "labels": list(cohort.labels()),
         "users": result.clients, "queries": sum(r["queries"] for r in records),
         "aggregation": result.aggregation, "variants": result.variants,
-        "intervals": result.intervals, "comparisons": result.comparisons,
+        "intervals": result.intervals, "comparisons": result.comparisons, "dp": result.dp,
         "seconds_total": round(time.perf_counter() - started, 1),
         "seconds_round": round(result.seconds, 1), "run_id": result.run_id,
         "base_version": result.base_version, "data": str(data),

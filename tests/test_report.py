@@ -452,3 +452,15 @@ def test_report_names_the_base_each_row_ran_on() -> None:
             for line in markdown.splitlines() if line.startswith("| ") and "`" in line}
     assert rows == {"base-k0": "plain", "rag-k1": "rag-k1", "oppu-k1": "rag-k1"}
     assert "Each row runs on the task-adapted base of its prompt family" in markdown
+
+
+def test_report_says_what_differential_privacy_cost() -> None:
+    table = rating_table({"base-k0": 0.9, "oppu-k0": 0.7})
+    assert "Differentially private" not in report_markdown(table)
+    table["dp"] = {"epsilon": 1.0, "delta": 1e-5, "total_epsilon": 2.5, "max_queries": 4,
+                   "noise_std": 57.4, "metric_noise_std": {"base-k0": 0.02, "oppu-k0": None}}
+    markdown = report_markdown(table)
+    assert ("**Differentially private**: epsilon 1 (delta 1e-05) this round, 2.5 in total; "
+            "each user counts at most 4 queries and every sum carries noise of std 57.4") \
+        in markdown
+    assert "(noise std of the metrics: base-k0 ±0.020)." in markdown

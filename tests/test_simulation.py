@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from oppu.client.simulation import safe_name, suite_key, suite_variants
+from oppu.client.simulation import safe_name, suite_key, suite_variants, variant_keys
 from oppu.shared.block_metric import BlockMetric
 from oppu.shared.data import load_lamp, select_test_users, user_history
 from oppu.shared.data.cohort import LampCohort
@@ -95,9 +95,16 @@ def test_resume_key_ignores_run_specifics_but_not_settings(tmp_path: Path):
     cfg = RoundConfig(task="LaMP_2N", suite="base-k0,oppu-k0")
     ctx = _Context({"sim-data": "/d", "max-history": 8})
     key = suite_key(cfg, ctx)
-    assert key == suite_key(replace(cfg, round=7, base_address="h:1", aggregation="sealed"), ctx)
+    assert key == suite_key(replace(cfg, round=7, base_address="h:1", aggregation="sealed",
+                                    stat_bound=99.0), ctx)
     assert key != suite_key(replace(cfg, lr=5e-3), ctx)
     assert key != suite_key(replace(cfg, suite="base-k0"), ctx)
+    # A variant's cached result does not depend on the suite around it, only on its settings.
+    variants = ("base-k0", "oppu-k0")
+    assert variant_keys(cfg, ctx, variants)["oppu-k0"] == \
+        variant_keys(replace(cfg, suite="oppu-k0,rag-k1"), ctx, variants)["oppu-k0"]
+    assert variant_keys(cfg, ctx, variants)["oppu-k0"] != \
+        variant_keys(replace(cfg, lr=5e-3), ctx, variants)["oppu-k0"]
     assert key != suite_key(cfg, _Context({"sim-data": "/d", "max-history": 16}))
     assert key != suite_key(cfg, _Context({"sim-data": "/d", "max-history": 8,
                                            "history-shift": 0.5}))
@@ -232,12 +239,17 @@ def test_a_rerun_resumes_from_the_users_records_and_recomputes_them_exactly(smok
     old = {p: json.loads(p.read_text()) for p in redone}
     for path in redone:
         path.unlink()
+        # Their private adapter trains again; the untrained variants answer from the
+        # per-variant results kept on disk (as a suite sharing variants with this one would).
+        for cached in (path.parent / "variants").glob("oppu-k0-*.json"):
+            cached.unlink()
     kept = {p: p.stat().st_mtime_ns for p in records[2:]}
     again = run_simulation(data, out, settings, plots=False)
     assert {p: p.stat().st_mtime_ns for p in records[2:]} == kept  # nobody else retrained
     for path in redone:
         new = json.loads(path.read_text())
         assert (new["vectors"], new["pairs"]) == (old[path]["vectors"], old[path]["pairs"])
+        assert new["variants_cached"] == sorted(set(SMOKE_SUITE) - {"oppu-k0"})
     assert again["variants"] == table["variants"]  # counts: exact after SecAgg+
     # Fractional sums (per-user differences) carry SecAgg+'s stochastic rounding: a rerun's
     # interval ends moved by 0.0013 here. Counts and the tests on them are exact.
