@@ -38,8 +38,9 @@ def run_deployed_round(round_cfg: RoundConfig, context: Context) -> list[float]:
     loaded = load_round_bases(
         round_cfg, lambda version: str(fetch_round_base(round_cfg, node, version)),
         lambda _version, directory: load_base_model(directory, device=node.device)[:2])
-    log.info("round %d: %d base(s) loaded; personalizing on %d history items", round_cfg.round,
-             len(set(loaded.versions.values())) or 1, len(history))
+    log.info("round %d: base loaded; personalizing on %d history items (%d base(s) for the "
+             "round's prompt families)", round_cfg.round, len(history),
+             len(set(loaded.versions.values())) or 1)
     recipe = round_cfg.recipe()
     primary = None if round_cfg.suite else personal_variant(recipe).name
     variants = round_cfg.blocks if round_cfg.suite else (primary,)

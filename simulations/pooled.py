@@ -21,6 +21,7 @@ from oppu.shared.personal.private_adapter import (
     train_on_examples,
     training_examples,
 )
+from oppu.shared.personal.profile_cache import model_identity
 from oppu.shared.personal.profiles import model_id_of
 from oppu.shared.personal.recipe import PersonalizeSettings
 from oppu.shared.tasks import Example, TaskSpec
@@ -41,7 +42,7 @@ def pooled_key(model, task: TaskSpec, histories: Sequence[Sequence[Mapping]],
     inputs = {
         "version": FORMAT_VERSION,
         "task": task.to_dict(),
-        "base_model": model_id_of(model),
+        "base_model": model_identity(model),
         "histories": [[item_key(item) for item in history] for history in histories],
         "labels": list(labels) if labels is not None else None,
         "peft": asdict(settings.peft),

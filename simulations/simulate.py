@@ -44,6 +44,10 @@ from oppu.shared.resources import PeakMemory, release_memory
 from oppu.shared.tasks import TaskSpec
 from oppu.simulations.quickstart import sample_dir, small_model_personal_settings
 
+BASE_FORMAT = 2
+"""Bumped when adaptation itself changes (2: the check and the recipe choice count epochs
+from 1; before, the kept epoch and the recipe's epochs were off by one)."""
+
 
 @dataclass(frozen=True)
 class SimulationSettings:
@@ -188,7 +192,8 @@ def prepare_base(dataset, out: Path, settings: SimulationSettings, name: str = P
                     k=settings.adapt.k if kind.variant == PLAIN else kind.k)  # plain: no k
     target = out / "base" if name == PLAIN else out / "bases" / name  # plain: where it was
     key = _digest({"data": str(dataset.directory), "adapt": asdict(adapt),
-                   "base_model": settings.base_model, "personal": asdict(settings.personal)})
+                   "base_model": settings.base_model, "personal": asdict(settings.personal),
+                   "format": BASE_FORMAT})
     stamp = target / "oppu_simulation_base.json"
     if read_manifest(target) is not None and stamp.is_file() \
             and json.loads(stamp.read_text()).get("key") == key:

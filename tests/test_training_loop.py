@@ -202,3 +202,22 @@ def test_sparse_dropout_is_swapped_in_for_lora_and_put_back() -> None:
         model(input_ids=torch.tensor([[1, 2, 3, 4]])).logits.sum().backward()
     after = {name: m for name, m in model.named_modules() if name in originals}
     assert all(after[name] is module for name, module in originals.items())
+
+
+@pytest.mark.slow
+def test_each_epoch_end_is_told_how_many_epochs_are_done(base) -> None:
+    """The base check and the recipe choice key their scores by this count: off by one, they
+    would keep (and report) another epoch than the one they scored."""
+    from oppu.shared.llm.training import TrainSettings, train_loop
+
+    batch = _batch(base.tokenizer)
+    model = attach_fresh_adapter(base.model, PeftSettings(method="lora"))
+    try:
+        told: list[int] = []
+        report = train_loop(model, batch, TrainSettings(batch_size=4, lr=1e-3), epochs=3,
+                            pad_id=base.tokenizer.pad_token_id, show_progress=False,
+                            on_epoch_end=lambda done: told.append(done) or done == 2)
+    finally:
+        detach_adapter(model)
+    assert told == [1, 2]  # stopped after the second epoch, as asked
+    assert report.steps == 2

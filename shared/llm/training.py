@@ -175,8 +175,9 @@ def train_loop(
 ) -> TrainReport:
     """Train the model's trainable parameters in place on tokenized examples.
 
-    ``on_epoch_end(epoch)`` runs after each epoch (the model in eval mode); returning True
-    stops training there (early stopping on a validation split).
+    ``on_epoch_end(epochs_done)`` runs after each epoch with the number of epochs trained so
+    far (1 after the first; the model in eval mode); returning True stops training there
+    (early stopping on a validation split).
     """
     import torch
     from tqdm.auto import tqdm
@@ -224,7 +225,7 @@ def train_loop(
                     bar.set_postfix(loss=f"{losses[-1]:.3f}")
                 if on_epoch_end is not None:
                     model.eval()
-                    stop = on_epoch_end(epoch)
+                    stop = on_epoch_end(epoch + 1)
                     model.train()
                     if stop or step >= total:
                         break

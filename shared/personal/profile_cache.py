@@ -28,9 +28,22 @@ from oppu.shared.tasks import TaskSpec
 
 
 def model_id_of(model) -> str:
-    """What identifies the base model for the cache key (its source path or hub id)."""
+    """Where the base model came from (its source path or hub id)."""
     config = getattr(model, "config", None)
     return str(getattr(config, "_name_or_path", "") or getattr(model, "name_or_path", "") or "")
+
+
+def model_identity(model) -> str:
+    """What identifies the base's weights for a cache key: its source, plus the content
+    version of an oppu base artifact (a base adapted again at the same path is another
+    model, and what it wrote or trained must not be reused)."""
+    from pathlib import Path
+
+    from oppu.shared.federation.base_artifact import read_manifest
+
+    source = model_id_of(model)
+    manifest = read_manifest(Path(source)) if source and Path(source).is_dir() else None
+    return source if manifest is None else f"{source}@{manifest.version}"
 
 
 def profile_key(
@@ -104,7 +117,7 @@ class ProfileCache:
         ``settings`` are ``build_profile``'s keyword arguments (max_items, budget_tokens...).
         """
         spec = resolve_task(task)
-        model_id = model_id_of(model) if model_id is None else model_id
+        model_id = model_identity(model) if model_id is None else model_id
         key = profile_key(spec.name, check_mode(mode), history, model_id, settings)
         cached = self.get(spec.name, mode, key)
         if cached is not None:
