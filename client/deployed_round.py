@@ -47,6 +47,9 @@ def run_deployed_round(round_cfg: RoundConfig, context: Context) -> list[float]:
     started = time.perf_counter()
     train, heldout = split_history(history, round_cfg.holdout_value)
     queries = heldout_queries(task, train, heldout, labels or None)
+    if round_cfg.dp_variance > 0 and round_cfg.dp_max_queries:
+        # DP: one user counts at most this many queries (the newest) in the round's sum.
+        queries = queries[-round_cfg.dp_max_queries:]
     # An ordinary round is the user's own adapter: chosen locally, kept only where it beats
     # the base; a suite is a benchmark and reports every trained adapter as is.
     outcome = run_variants(loaded.model, loaded.tokenizer, task, train, queries, variants,

@@ -14,9 +14,10 @@ import pytest
 from test_federation import _expected_sum, run_federation
 
 from oppu.shared.federation.aggregation_modes import SECAGG
-from oppu.shared.federation.keys import RunKey
+from oppu.shared.federation.keys import RoundKey, RunKey
 
-DP_ROUND = {RunKey.DP_EPSILON: 2.0, RunKey.DP_DELTA: 1e-5, RunKey.DP_BUDGET_EPSILON: 5.0}
+DP_ROUND = {RunKey.DP_EPSILON: 2.0, RunKey.DP_DELTA: 1e-5, RunKey.DP_BUDGET_EPSILON: 5.0,
+            RoundKey.DP_MAX_QUERIES: 1}
 
 
 @pytest.mark.slow
@@ -32,7 +33,8 @@ def test_secagg_round_with_dp_returns_noisy_sums_within_the_predicted_scale(
     # No dropout: all three shares are in the sum, so its noise is sqrt(3/2) of the target.
     expected_std = math.sqrt(dp["variance"] * 3 / 2) * 2 * dp["stat_bound"] / (1 << 22)
     assert dp["noise_std"] == pytest.approx(expected_std)
-    # Each client held out 2 queries, under dp-max-queries (4): nothing was scaled or clipped.
+    # Each client held out 2 queries and scored only its newest (dp-max-queries 1).
+    assert [c.record["evaluated"] for c in run.clients] == [1, 1, 1]
     errors = [s - e for s, e in zip(result.sums, _expected_sum(run), strict=True)]
     assert max(abs(e) for e in errors) < 5.5 * expected_std
     mean_square = sum(e * e for e in errors) / len(errors)  # chi-square with 77 dof, over 77
