@@ -35,9 +35,8 @@ def run_deployed_round(round_cfg: RoundConfig, context: Context) -> list[float]:
     task = get_task(round_cfg.task)
     labels = round_cfg.labels or tuple(task.labels or ())
     history = _within_labels(task, read_history(node.history_path, task), labels)
-    loaded = load_round_bases(
-        round_cfg, lambda version: str(fetch_round_base(round_cfg, node, version)),
-        lambda _version, directory: load_base_model(directory, device=node.device)[:2])
+    loaded = load_round_bases(round_cfg, lambda version: load_base_model(
+        str(fetch_round_base(round_cfg, node, version)), device=node.device)[:2])
     log.info("round %d: base loaded; personalizing on %d history items (%d base(s) for the "
              "round's prompt families)", round_cfg.round, len(history),
              len(set(loaded.versions.values())) or 1)

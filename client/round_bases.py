@@ -2,8 +2,8 @@
 
 A round names one base per prompt family its variants use (plain, rag-kJ, profile-kJ:
 ``oppu.shared.personal.bases``) or a single base for all. Deployment and simulation fetch
-and load them the same way; they differ only in where a version comes from (``locate``) and
-how a loaded model is kept (``load``: a simulation worker keeps every base of its run).
+and load them the same way; they differ only in how one version is obtained (``obtain``: a
+simulation worker keeps every base of its run loaded, so it fetches nothing twice).
 """
 
 from __future__ import annotations
@@ -27,18 +27,17 @@ class RoundBases:
     """Base name -> version, as the round named them (empty: one base)."""
 
 
-def load_round_bases(round_cfg: RoundConfig, locate: Callable[[str], str],
-                     load: Callable[[str, str], tuple]) -> RoundBases:
-    """Every base the round's variants need, each version located and loaded once.
+def load_round_bases(round_cfg: RoundConfig, obtain: Callable[[str], tuple]) -> RoundBases:
+    """Every base the round's variants need, each version obtained once.
 
-    ``locate(version)`` is the verified directory of that base ("" : the default base);
-    ``load(version, directory)`` gives ``(model, tokenizer)``.
+    ``obtain(version)`` gives ``(model, tokenizer)`` of that base, fetched and verified
+    ("" : the default base).
     """
     loaded: dict[str, tuple] = {}
 
     def model_of(version: str) -> tuple:
         if version not in loaded:
-            loaded[version] = load(version, locate(version))
+            loaded[version] = obtain(version)
         return loaded[version]
 
     model, tokenizer = model_of(round_cfg.base_version)

@@ -241,20 +241,16 @@ def simulation_bases(round_cfg: RoundConfig, context: Context) -> RoundBases:
     for stale in set(_MODELS) - wanted:
         del _MODELS[stale]
 
-    def load(version: str, directory: str) -> tuple:
+    def obtain(version: str) -> tuple:
         key = (version or default, device)
-        if key not in _MODELS:
+        if key not in _MODELS:  # loaded ones are not fetched or verified again
+            directory = _resolve_base(base_path, round_cfg, context, version)
             model, tokenizer, _plan = load_base_model(directory or None, device=device)
             _MODELS[key] = (model, tokenizer)
             _LOADS[0] += 1
         return _MODELS[key]
 
-    def locate(version: str) -> str:
-        if (version or default, device) in _MODELS:
-            return ""  # loaded: nothing to fetch or verify
-        return _resolve_base(base_path, round_cfg, context, version)
-
-    return load_round_bases(round_cfg, locate, load)
+    return load_round_bases(round_cfg, obtain)
 
 
 def _resolve_base(base_path: str, round_cfg: RoundConfig, context: Context,
