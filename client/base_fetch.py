@@ -13,7 +13,7 @@ count against ``retries``, so a long transfer over a flaky link still finishes.
 
 Cache layout: ``<cache_root>/<version>/`` holds the artifact as the coordinator has it
 (``oppu_manifest.json`` included, so
-:func:`oppu.shared.federation.base_artifact.verify_artifact` works
+:func:`oppu.shared.llm.base_artifact.verify_artifact` works
 on it), plus ``oppu_signature.json`` and ``complete``. A second fetch of the same version
 re-hashes the cached files and downloads nothing.
 """
@@ -35,7 +35,6 @@ import grpc
 
 from oppu.shared.atomic import write_bytes_atomic, write_text_atomic
 from oppu.shared.errors import OppuError
-from oppu.shared.federation.base_artifact import MANIFEST_FILE, BaseManifest, sha256_file
 from oppu.shared.federation.signing import (
     PublicKeyLike,
     SignatureError,
@@ -44,6 +43,7 @@ from oppu.shared.federation.signing import (
     verify,
 )
 from oppu.shared.federation.tls import channel_credentials
+from oppu.shared.llm.base_artifact import MANIFEST_FILE, BaseManifest, sha256_file
 from oppu.shared.paths import oppu_home
 from oppu.shared.proto.v1 import base_store_pb2 as pb
 from oppu.shared.proto.v1 import base_store_pb2_grpc as pb_grpc

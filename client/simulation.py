@@ -257,7 +257,7 @@ def _resolve_base(base_path: str, round_cfg: RoundConfig, context: Context,
                   version: str) -> str:
     """A base's directory (verified or fetched), or the ``base-model`` name."""
     if base_path:
-        from oppu.shared.federation.base_artifact import verify_artifact
+        from oppu.shared.llm.base_artifact import verify_artifact
 
         verify_artifact(Path(base_path).expanduser())
         return base_path

@@ -24,7 +24,7 @@ from oppu.coordinator.base_recipe import RecipeChoice, choose_recipe
 from oppu.shared.atomic import atomic_directory
 from oppu.shared.data import LampDataset
 from oppu.shared.errors import OppuError
-from oppu.shared.federation.base_artifact import BaseManifest, write_manifest
+from oppu.shared.llm.base_artifact import BaseManifest, write_manifest
 from oppu.shared.llm.training import TrainReport, TrainSettings
 from oppu.shared.personal.peft_methods import PeftSettings
 from oppu.shared.personal.private_adapter import attach_fresh_adapter, train_on_examples

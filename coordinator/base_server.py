@@ -20,9 +20,9 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from oppu.shared.errors import OppuError
-from oppu.shared.federation.base_artifact import MANIFEST_FILE, BaseManifest, verify_artifact
 from oppu.shared.federation.signing import key_id, sign
 from oppu.shared.federation.tls import TLSMaterial, server_credentials
+from oppu.shared.llm.base_artifact import MANIFEST_FILE, BaseManifest, verify_artifact
 from oppu.shared.proto.v1 import base_store_pb2 as pb
 from oppu.shared.proto.v1 import base_store_pb2_grpc as pb_grpc
 from oppu.shared.proto.v1 import manifest_pb2

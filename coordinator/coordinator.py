@@ -25,9 +25,9 @@ from oppu.coordinator.superlink import (
     write_flwr_connection,
 )
 from oppu.shared.errors import OppuError
-from oppu.shared.federation.base_artifact import BaseManifest
 from oppu.shared.federation.keys import DEFAULT_ROUND_TIMEOUT
 from oppu.shared.federation.processes import free_port, stop
+from oppu.shared.llm.base_artifact import BaseManifest
 from oppu.shared.personal.bases import base_of_manifest, parse_base_name
 
 DEFAULT_SUPERLINK_PORT = 9092

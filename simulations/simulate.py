@@ -25,11 +25,11 @@ from oppu.shared.cli_support import console
 from oppu.shared.data import base_users, load_lamp, select_test_users
 from oppu.shared.data.cohort import LampCohort
 from oppu.shared.federation.aggregation_modes import AUTO
-from oppu.shared.federation.base_artifact import read_manifest, verify_artifact
 from oppu.shared.federation.dp_options import DpSettings, dp_run_config
 from oppu.shared.federation.keys import RoundKey, RunKey, SimKey
 from oppu.shared.federation.processes import free_port
 from oppu.shared.federation.round_config import recipe_entries
+from oppu.shared.llm.base_artifact import read_manifest, verify_artifact
 from oppu.shared.llm.training import TrainSettings
 from oppu.shared.personal.bases import (
     PLAIN,

@@ -22,7 +22,6 @@ from oppu.client.base_fetch import (
 )
 from oppu.coordinator.base_server import CHUNK_SIZE, BaseStoreServer
 from oppu.shared.errors import OppuError
-from oppu.shared.federation.base_artifact import verify_artifact, write_manifest
 from oppu.shared.federation.signing import (
     SignatureError,
     generate_signing_key,
@@ -31,6 +30,7 @@ from oppu.shared.federation.signing import (
     sign,
 )
 from oppu.shared.federation.tls import TLSMaterial, channel_credentials, ensure_tls_material
+from oppu.shared.llm.base_artifact import verify_artifact, write_manifest
 from oppu.shared.proto.v1 import base_store_pb2 as pb
 from oppu.shared.proto.v1 import base_store_pb2_grpc as pb_grpc
 

@@ -47,12 +47,12 @@ from oppu.coordinator.results import CohortResult, format_table, read_result
 from oppu.coordinator.superlink import submit_run, write_app
 from oppu.shared.errors import OppuError
 from oppu.shared.federation.aggregation_modes import SEALED, SECAGG
-from oppu.shared.federation.base_artifact import verify_artifact, write_manifest
 from oppu.shared.federation.keys import RunKey
 from oppu.shared.federation.processes import free_port
 from oppu.shared.federation.secagg_encoding import secagg_shares
 from oppu.shared.federation.signing import generate_signing_key, public_key_path
 from oppu.shared.federation.tls import ensure_tls_material
+from oppu.shared.llm.base_artifact import verify_artifact, write_manifest
 
 TASK = "LaMP_2N"
 TIMEOUT = 240.0

@@ -28,7 +28,6 @@ from helpers import make_history
 from oppu.coordinator.coordinator import Coordinator
 from oppu.coordinator.results import CohortResult
 from oppu.shared.federation.aggregation_modes import SEALED, SECAGG, choose_aggregation
-from oppu.shared.federation.base_artifact import verify_artifact, write_manifest
 from oppu.shared.federation.keys import RoundKey, RunKey
 from oppu.shared.federation.node_config import node_config_arg
 from oppu.shared.federation.processes import free_port
@@ -42,6 +41,7 @@ from oppu.shared.federation.secagg_encoding import (
     secagg_shares,
     snap_whole,
 )
+from oppu.shared.llm.base_artifact import verify_artifact, write_manifest
 from oppu.shared.metrics import make_metric
 from oppu.shared.tasks import get_task
 from oppu.simulations.load.round import FAST_ROUND as ONE_STEP_ROUND

@@ -8,5 +8,6 @@
 - ``processes``: starting and stopping the local Flower processes (SuperLink, SuperNode).
 
 The remaining modules hold the trust machinery: ``tls``, ``signing``, ``sealing``,
-``node_auth``, ``fab_trust`` and ``base_artifact``.
+``node_auth`` and ``fab_trust``. A base's signed manifest lives in
+``oppu.shared.llm.base_artifact``: the per-user pipeline reads its version too.
 """

@@ -39,7 +39,7 @@ def model_identity(model) -> str:
     model, and what it wrote or trained must not be reused)."""
     from pathlib import Path
 
-    from oppu.shared.federation.base_artifact import read_manifest
+    from oppu.shared.llm.base_artifact import read_manifest
 
     source = model_id_of(model)
     manifest = read_manifest(Path(source)) if source and Path(source).is_dir() else None

@@ -75,7 +75,7 @@ def build_report(clients: int, aggregation: str, used: str, max_clientapps: int 
                  failures: list[dict], times: dict[str, float | None], budget: dict[str, Any],
                  base: Path, finished_locally: int, root: Path) -> dict[str, Any]:
     """The report's JSON (without ``per_client``), from everything the run gathered."""
-    from oppu.shared.federation.base_artifact import read_manifest
+    from oppu.shared.llm.base_artifact import read_manifest
 
     idle = [sampler.node_idle.get(i, 0) for i, n in enumerate(nodes)
             if n.connected_at is not None and sampler.node_idle.get(i, 0)]

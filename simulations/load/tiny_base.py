@@ -28,7 +28,7 @@ def build_tiny_base(target: Path) -> Path:
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     from oppu.shared.atomic import atomic_directory
-    from oppu.shared.federation.base_artifact import verify_artifact, write_manifest
+    from oppu.shared.llm.base_artifact import verify_artifact, write_manifest
     from oppu.shared.llm.model import load_tokenizer
 
     tokenizer = load_tokenizer(None)
@@ -55,7 +55,7 @@ def build_tiny_base(target: Path) -> Path:
 def ensure_tiny_base() -> Path:
     """The cached tiny base; built in a child process so torch never loads in this one
     (this process is part of the measured tree)."""
-    from oppu.shared.federation.base_artifact import MANIFEST_FILE
+    from oppu.shared.llm.base_artifact import MANIFEST_FILE
 
     target = tiny_base_dir()
     if not (target / MANIFEST_FILE).is_file():
