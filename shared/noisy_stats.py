@@ -27,7 +27,15 @@ _NUMERATOR = {"classification": "correct", "rating": "abs_err", "generation": "r
 def read_noisy(metric: MetricSpec, vector: Sequence[float]) -> Stats:
     """Named statistics of a noisy vector: right length, finite numbers, nothing more."""
     names = metric.stat_names()
-    values = [float(v) for v in vector]
+    if not isinstance(vector, Sequence) or isinstance(vector, str | bytes) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in vector):
+        raise InputError(f"expected a list of {len(names)} numbers for this {metric.kind} "
+                         f"metric, got {type(vector).__name__}")
+    try:
+        values = [float(v) for v in vector]
+    except OverflowError:  # an int past float's range
+        raise InputError(f"a statistic of this {metric.kind} metric is past a float's "
+                         "range") from None
     if len(values) != len(names) or not all(math.isfinite(v) for v in values):
         raise InputError(f"expected {len(names)} finite statistics for this {metric.kind} "
                          f"metric, got {len(values)}")

@@ -11,10 +11,20 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 # Set before torch starts its OpenMP pool: on a shared, loaded CPU the default spin-wait
 # makes ops several times slower (see FACTS.md). An explicit setting is respected.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# Hypothesis profiles: ``fast`` for the default suite; ``deep`` (``--hypothesis-profile=deep``)
+# for the fuzzing benchmark, tests/test_fuzz_depth.py. No example database: a run is what it
+# generates, not what an earlier run on this machine found.
+settings.register_profile("fast", max_examples=120, deadline=None, database=None,
+                          suppress_health_check=[HealthCheck.too_slow,
+                                                 HealthCheck.data_too_large])
+settings.register_profile("deep", settings.get_profile("fast"), max_examples=1000)
+settings.load_profile("fast")
 
 TEST_HOME = Path(os.environ.get("OPPU_TEST_HOME", Path(__file__).parent.parent / ".oppu-home"))
 

@@ -7,6 +7,8 @@ config (from a Flower config record or a run config) and clients' metric statist
 generators mix realistic near-valid input with the hostile kind: invalid UTF-8, BOMs, CRLF,
 blank lines, deep nesting, huge numbers, NaN/Infinity, lone surrogates, wrong types, missing
 fields and duplicate ids. No model is loaded; the whole module runs in well under a minute.
+Examples per test come from the hypothesis profile (``tests/conftest.py``): ``fast`` by
+default, ``deep`` for ``tests/test_fuzz_depth.py``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from oppu.shared.block_metric import BlockMetric
@@ -39,8 +41,6 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-FUZZ = settings(max_examples=120, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 TASKS = ("LaMP_2N", "LaMP_3", "LaMP_7")
 FIELDS = ("text", "title", "category", "score", "id", "timestamp", "extra")
 MAX_MESSAGE = 1000
@@ -221,7 +221,6 @@ def _assert_usable_item(item: Any, spec: TaskSpec) -> None:
 
 
 # ---- the history reader --------------------------------------------------------------------
-@FUZZ
 @given(data=history_bytes(), task=st.sampled_from(TASKS))
 @example(data=b"[" * 100_000, task="LaMP_7")
 @example(data=b'{"text": "x", "timestamp": ' + b"9" * 400 + b"}", task="LaMP_7")
@@ -275,7 +274,6 @@ def test_history_rating_problem_quotes_value_briefly(tmp_path: Path) -> None:
 
 
 # ---- the LaMP reader -----------------------------------------------------------------------
-@FUZZ
 @given(files=lamp_files, task=st.one_of(st.none(), st.sampled_from(TASKS)))
 @example(files={"questions.json": b"[" * 100_000}, task="LaMP_2N")
 @example(files={"questions.json": b'[{"id": 1, "input": "\\ud800", "profile": []}]'},
@@ -368,7 +366,6 @@ def _exercise(spec: TaskSpec) -> None:
     spec.parse_prediction("yes 3", spec.labels)
 
 
-@FUZZ
 @given(mapping=task_mappings)
 @example(mapping={**VALID_TASK, "labels": [[1], [1]]})
 @example(mapping={**VALID_TASK, "target_field": ["label"]})
@@ -385,7 +382,6 @@ def test_task_mapping_never_crashes(mapping: Any) -> None:
     _exercise(spec)
 
 
-@FUZZ
 @given(content=st.one_of(
     st.binary(max_size=64),
     st.text(max_size=64).map(lambda t: t.encode("utf-8")),
@@ -455,7 +451,6 @@ def _exercise_round(cfg: RoundConfig) -> None:
     assert cfg.blocks and cfg.holdout_value >= 0
 
 
-@FUZZ
 @given(edits=st.dictionaries(st.sampled_from([*ROUND_KEYS, "junk"]), config_values,
                              max_size=3),
        drop_task=st.booleans())
@@ -477,7 +472,6 @@ def test_round_config_from_record_never_crashes(edits: dict[str, Any], drop_task
     _exercise_round(cfg)
 
 
-@FUZZ
 @given(run_config=st.dictionaries(st.sampled_from([*ROUND_KEYS, "state-dir", "sim-data"]),
                                   config_values, max_size=4))
 @example(run_config={RoundKey.LABELS: "[1], [2]"})
@@ -592,7 +586,6 @@ def _names(name: str, message: str) -> bool:
     return name in message or (stat in message and block in message)
 
 
-@FUZZ
 @given(data=st.data(), kind=st.sampled_from(sorted(METRICS)))
 def test_valid_statistics_are_accepted(data: st.DataObject, kind: str) -> None:
     metric = METRICS[kind]
@@ -602,7 +595,6 @@ def test_valid_statistics_are_accepted(data: st.DataObject, kind: str) -> None:
     metric.validate_stats(metric.add(stats, stats))  # sums of valid stats are valid
 
 
-@FUZZ
 @given(data=st.data(), kind=st.sampled_from(sorted(METRICS)))
 def test_invalid_statistics_are_rejected_naming_the_statistic(data: st.DataObject,
                                                               kind: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from logging import WARNING
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
@@ -26,7 +27,7 @@ from oppu.shared.federation.keys import (
 )
 from oppu.shared.federation.round_config import RoundConfig
 from oppu.shared.federation.sealing import SealingError, load_or_create_sealing_key, open_vector
-from oppu.shared.metrics import MetricSpec
+from oppu.shared.metrics import MetricSpec, Stats
 from oppu.shared.noisy_stats import read_noisy
 
 
@@ -61,12 +62,9 @@ class SealedAggregator:
                 log(WARNING, "Client %s failed: %s", node, reply.error.reason)
                 continue
             try:
-                sealed = reply.content.config_records[SEALED_RECORD][SEALED_METRICS]
-                vector = open_vector(sealed, key, run_id=context.run_id,
-                                     round_=round_cfg.round, node_id=node)
-                stats = (read_noisy(metric, vector) if round_cfg.dp_variance > 0  # noised
-                         else metric.from_vector(vector))  # impossible sums refused
-            except (KeyError, SealingError, ValueError) as exc:
+                stats = read_sealed_reply(reply.content, key, run_id=context.run_id,
+                                          round_cfg=round_cfg, node=node, metric=metric)
+            except (SealingError, ValueError) as exc:
                 rejected += 1
                 log(WARNING, "Rejected client %s's reply: %s", node, exc)
                 continue
@@ -76,3 +74,18 @@ class SealedAggregator:
             raise OppuError(f"No client returned valid sealed metrics ({failures} failed, "
                             f"{rejected} rejected).")
         return Collected(sums=total, clients=clients, rejected=rejected, failures=failures)
+
+
+def read_sealed_reply(content: RecordDict, key: X25519PrivateKey, *, run_id: int,
+                      round_cfg: RoundConfig, node: int, metric: MetricSpec) -> Stats:
+    """A client's statistics from its reply, or ``SealingError``/``InputError`` saying why
+    not: whatever a client sends (a missing record, a value of another type, bytes that are
+    not a sealed vector, impossible sums) is refused, never a crash of the round."""
+    record = content.config_records.get(SEALED_RECORD)
+    sealed = None if record is None else record.get(SEALED_METRICS)
+    if not isinstance(sealed, bytes):
+        raise SealingError(f"The reply carries no sealed metrics ({SEALED_RECORD}/"
+                           f"{SEALED_METRICS} is {type(sealed).__name__}, not bytes).")
+    vector = open_vector(sealed, key, run_id=run_id, round_=round_cfg.round, node_id=node)
+    return (read_noisy(metric, vector) if round_cfg.dp_variance > 0  # noised
+            else metric.from_vector(vector))  # impossible sums refused

@@ -51,10 +51,41 @@ class BaseManifest:
 
     @classmethod
     def from_json(cls, text: str) -> BaseManifest:
-        data = json.loads(text)
-        data.pop("version", None)
+        """Parse and type-check a manifest: one that arrives signed is still checked, so a
+        wrong type is this clear error here, never a crash further on."""
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ManifestError(f"not JSON ({type(exc).__name__})") from None
+        if not isinstance(data, dict):
+            raise ManifestError(f"a JSON {type(data).__name__}, not an object")
+        files = data.get("files")
+        if not isinstance(files, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+            raise ManifestError("'files' must map each relative path to its sha256")
+        missing = [name for name in _REQUIRED if name not in data]
+        if missing:
+            raise ManifestError(f"{', '.join(map(repr, missing))} missing")
+        for name, kind in _FIELD_TYPES.items():
+            if name in data and not isinstance(data[name], kind):
+                raise ManifestError(f"'{name}' must be a {kind.__name__}")
+        declared = data.pop("version", None)
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        manifest = cls(**{k: v for k, v in data.items() if k in known})
+        if declared is not None and declared != manifest.version:
+            raise ManifestError(f"it declares version {str(declared)[:64]!r} but its files hash "
+                                f"to {manifest.version}")
+        return manifest
+
+
+_FIELD_TYPES = {"model_id": str, "task": str, "variant": str, "created": str, "training": dict,
+                "format_version": int, "version": str}
+"""Each manifest field's JSON type, checked on reading (``files`` is checked on its own)."""
+_REQUIRED = ("model_id", "task", "variant")
+
+
+class ManifestError(OppuError, ValueError):
+    """A base manifest that is not one: wrong JSON, a field of the wrong type."""
 
 
 def write_manifest(directory: Path, *, model_id: str, task: str, variant: str,
