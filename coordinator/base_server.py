@@ -68,6 +68,12 @@ class BaseStoreServer:
         """Every served base's, the default first."""
         return list(self._servicer.manifests)
 
+    def add(self, artifact_dir: str | Path, *, default: bool = False) -> BaseManifest:
+        """Serve one more artifact while running (``oppu-coordinator publish``); bases served
+        before stay served, so a client mid-fetch finishes. ``default``: requests without a
+        version get this one from now on."""
+        return self._servicer.add(Path(artifact_dir), default=default)
+
     @property
     def target(self) -> str:
         """Where clients connect (``localhost:port``, a name in oppu's server certificate)."""
@@ -129,11 +135,18 @@ class BaseStoreServicer(pb_grpc.BaseStoreServicer):
         self.served: dict[str, _Served] = {}
         self.manifests: list[BaseManifest] = []
         """One per artifact given, in order (two families may share identical content)."""
+        self._signing_key, self._verify = signing_key, verify
         for directory in artifact_dirs:
-            served = _serve(Path(directory).resolve(), signing_key, verify)
-            self.served.setdefault(served.manifest.version, served)
-            self.manifests.append(served.manifest)
+            self.add(directory)
         self.manifest = self.manifests[0]
+
+    def add(self, directory: Path, *, default: bool = False) -> BaseManifest:
+        served = _serve(Path(directory).resolve(), self._signing_key, self._verify)
+        self.served.setdefault(served.manifest.version, served)  # one dict store: thread-safe
+        self.manifests.append(served.manifest)
+        if default:
+            self.manifest = served.manifest
+        return served.manifest
 
     def GetManifest(self, request: pb.GetManifestRequest,
                     context: grpc.ServicerContext) -> pb.SignedManifest:

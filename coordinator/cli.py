@@ -59,10 +59,11 @@ def extra_commands() -> dict[str, Callable[..., Any]]:
 
 def _register_commands() -> None:
     """Put the built-in and the entry-point commands on ``app``, in name order."""
-    from oppu.coordinator.commands import adapt, enroll, start
+    from oppu.coordinator.commands import adapt, enroll, operate, start
 
-    builtin: dict[str, Callable[..., Any]] = {"adapt": adapt.adapt, "enroll": enroll.enroll,
-                                              "start": start.start}
+    builtin: dict[str, Callable[..., Any]] = {
+        "adapt": adapt.adapt, "enroll": enroll.enroll, "start": start.start,
+        "round": operate.round_, "status": operate.status, "publish": operate.publish}
     commands = {**extra_commands(), **builtin}
     for name in sorted(commands):
         app.command(name=name)(commands[name])

@@ -27,8 +27,8 @@ from oppu.coordinator.superlink import (
 from oppu.shared.errors import OppuError
 from oppu.shared.federation.keys import DEFAULT_ROUND_TIMEOUT
 from oppu.shared.federation.processes import free_port, stop
-from oppu.shared.llm.base_artifact import BaseManifest
-from oppu.shared.personal.bases import base_of_manifest, parse_base_name
+from oppu.shared.llm.base_artifact import BaseManifest, read_manifest
+from oppu.shared.personal.bases import PLAIN, base_of_manifest, parse_base_name
 
 DEFAULT_SUPERLINK_PORT = 9092
 DEFAULT_BASE_PORT = 9095
@@ -96,6 +96,8 @@ class Coordinator:
         self.base_server = None
         self.superlink: subprocess.Popen | None = None
         self._active_run: str | None = None
+        self._current: list[BaseManifest] = []
+        """The served base of each prompt family, the default first (what rounds name)."""
 
     @property
     def superlink_address(self) -> str:
@@ -124,12 +126,8 @@ class Coordinator:
                                            port=self.base_port, tls=tls,
                                            interceptors=self._interceptors,
                                            extra=self.extra_bases).start()
-        self.state.write_info(FederationInfo(
-            base_dir=str(self.base_dir), base_version=self.base_server.manifest.version,
-            base_address=f"{self.public_host}:{self.base_server.port}",
-            base_key_pem=public_key_pem(signing.public_key()).decode(),
-            superlink_address=self.client_address, insecure=self.insecure,
-            bases=served_bases(self.base_server.manifests)))
+        self._current = list(self.base_server.manifests)
+        self._write_info(self.base_dir, public_key_pem(signing.public_key()).decode())
         if self.fleet_proxy:
             from oppu.coordinator.fleet_proxy import FleetProxy
 
@@ -145,6 +143,56 @@ class Coordinator:
         if self.node_auth:
             sync_registrations(self.state)
         return self
+
+    def _write_info(self, base_dir: Path, base_key_pem: str) -> None:
+        """``federation.json`` for the bases served now (the ServerApp reads it each round)."""
+        self.state.write_info(FederationInfo(
+            base_dir=str(base_dir), base_version=self._current[0].version,
+            base_address=f"{self.public_host}:{self.base_server.port}",
+            base_key_pem=base_key_pem, superlink_address=self.client_address,
+            insecure=self.insecure, bases=served_bases(self._current)))
+
+    @property
+    def bases(self) -> dict[str, str]:
+        """Base name -> version of each base the next round runs on."""
+        return served_bases(self._current)
+
+    def publish(self, base_dir: str | Path) -> tuple[str, str]:
+        """Serve a new base version from the next round on: it replaces the served base of its
+        prompt family (or joins as a new family); (name, version). The BaseStore verifies the
+        artifact before anything changes; clients fetch and verify it at their next round."""
+        if self.base_server is None:
+            raise OppuError("Start the coordinator before publishing a base.")
+        directory = Path(base_dir).expanduser().resolve()
+        manifest = read_manifest(directory)
+        if manifest is None:
+            raise OppuError(f"{directory} is not a base artifact (no manifest): make one with "
+                            "`oppu-coordinator adapt`.")
+        name = base_of_manifest(manifest.variant, manifest.training).name
+        names = [base_of_manifest(m.variant, m.training).name for m in self._current]
+        if name in names:
+            at: int | None = names.index(name)
+        else:  # a lone base serves every variant: a new plain one takes its place
+            at = 0 if len(names) == 1 and name == PLAIN else None
+        current = [*self._current, manifest] if at is None else [
+            manifest if i == at else m for i, m in enumerate(self._current)]
+        served_bases(current)  # two bases of one family, or an unnamed one: refused
+        self.base_server.add(directory, default=at == 0)  # re-hashed: a damaged one refused
+        self._current = current
+        if at == 0:
+            self.base_dir = directory
+        self._write_info(self.base_dir, FederationInfo.read(self.state.root).base_key_pem)
+        return name, manifest.version
+
+    def nodes(self) -> list[dict]:
+        """Every node the SuperLink knows, with Flower's status (``online`` while it
+        heartbeats); none before ``start``."""
+        from oppu.coordinator.enrollment import node_statuses
+
+        return [] if self.superlink is None else node_statuses(self.state)
+
+    def online_nodes(self) -> int:
+        return sum(node.get("status") == "online" for node in self.nodes())
 
     def enroll(self, public_key: str | Path | bytes, *, name: str | None = None) -> str:
         """Accept a SuperNode key (and register it now if the SuperLink runs); its name."""

@@ -77,6 +77,18 @@ def remove_key(state: StateDir, name: str) -> bool:
     return True
 
 
+def node_statuses(state: StateDir) -> list[dict]:
+    """Every node the running SuperLink knows: ``{"node_id", "name", "status"}`` each
+    (status ``online`` while it heartbeats)."""
+    proc = subprocess.run([sys.executable, "-m", "oppu.coordinator.node_registry", CONNECTION,
+                           "--list"], env=flower_env(state.flwr_home), text=True,
+                          capture_output=True, timeout=120, check=False)
+    if proc.returncode != 0:
+        raise OppuError(f"Could not list the SuperLink's nodes:\n"
+                        f"{(proc.stdout + proc.stderr)[-2000:]}")
+    return list(json_tail(proc.stdout)["nodes"])
+
+
 def sync_registrations(state: StateDir) -> dict[str, int]:
     """Make the running SuperLink's registered keys equal the enrolled ones.
 

@@ -1,6 +1,6 @@
 """A Fleet-only front door for the SuperLink: clients reach the Fleet API and nothing else.
 
-Flower 1.41 serves the Fleet API (SuperNodes), the Control API (``flwr run``, ``stop``,
+Flower 1.42 serves the Fleet API (SuperNodes), the Control API (``flwr run``, ``stop``,
 ``log``, ``ls``, ``flwr supernode register/unregister/list``) and the ServerApp runtime API on
 one HTTP port, and its open-source build authenticates no Control API caller: without
 ``FLWR_OIDC_ENABLED=1`` and Flower's enterprise plugin every request gets the no-op account

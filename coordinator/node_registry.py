@@ -7,7 +7,9 @@ Control API calls the ``flwr supernode`` commands make (``flwr/cli/supernode/reg
 over one connection. ``sync_registrations`` in ``coordinator/enrollment.py`` runs it as
 ``python -m oppu.coordinator.node_registry CONNECTION`` with ``FLWR_HOME`` set to the
 coordinator's flwr home, the enrolled keys as JSON ``{name: "ecdsa-sha2-... AAAA..."}`` on
-stdin; it prints ``{"nodes": {name: node_id}, "removed": [...], "revoked": [...]}``.
+stdin; it prints ``{"nodes": {name: node_id}, "removed": [...], "revoked": [...]}``. With
+``--list`` it changes nothing and prints ``{"nodes": [{"node_id", "name", "status"}]}``
+(status: Flower's registered, online, offline or unregistered).
 
 Flower keeps an unregistered node's row, and its public key stays unique in the database, so a
 revoked key cannot be registered again there: such names come back under ``revoked``.
@@ -69,15 +71,26 @@ def reconcile(client, enrolled: Mapping[str, str]) -> dict:
     return {"nodes": nodes, "removed": removed, "revoked": revoked}
 
 
+def listing(client) -> dict:
+    """Every node the SuperLink knows, with its status; nothing changes."""
+    from flwr.proto.control_pb2 import ListNodesRequest
+
+    return {"nodes": [{"node_id": info.node_id, "status": info.status,
+                       "name": info.name if info.HasField("name") else ""}
+                      for info in client.ListNodes(ListNodesRequest()).nodes_info]}
+
+
 def main(argv: list[str] | None = None) -> None:
     from flwr.cli.flower_config import read_superlink_connection
     from flwr.cli.utils import init_http_client_from_connection
 
     argv = sys.argv[1:] if argv is None else argv
-    enrolled = json.loads(sys.stdin.read() or "{}")
-    client = init_http_client_from_connection(read_superlink_connection(argv[0]))
+    list_only = "--list" in argv
+    connection = next(a for a in argv if a != "--list")
+    enrolled = {} if list_only else json.loads(sys.stdin.read() or "{}")
+    client = init_http_client_from_connection(read_superlink_connection(connection))
     try:
-        result = reconcile(client, enrolled)
+        result = listing(client) if list_only else reconcile(client, enrolled)
     finally:
         client.close()
     print("\n" + json.dumps(result))

@@ -11,6 +11,8 @@ State dir layout (everything one federation needs, nothing any user sent but sum
     app/pyproject.toml     the Flower app submitted with ``flwr run`` (generated)
     results/run-<id>.json  the cohort's summed statistics and metric table, per run
     dp_budget.json         every DP round's privacy cost (coordinator/dp_budget.py)
+    rounds.json            every round a long-running coordinator ran (coordinator/round_log.py)
+    operator.json          while running: the Operator service's address and token (0600)
 """
 
 from __future__ import annotations

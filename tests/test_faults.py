@@ -468,7 +468,7 @@ def test_a_crashed_client_rejoins_at_once_with_oppu_client_join(tmp_path: Path):
     """The user's `oppu-client join` is SIGKILLed (say the machine rebooted) and started again
     right away, with the same data dir and so the same node key: it must get back in.
 
-    Flower 1.41 keeps the crashed node online for up to 2 x 30 s heartbeats and refuses its
+    Flower 1.42 keeps the crashed node online for up to 2 x 30 s heartbeats and refuses its
     key meanwhile ([code: 2004]); ``join`` retries through that window."""
     import sys
 

@@ -30,7 +30,7 @@ from oppu.shared.data import check_history, load_lamp, read_history, select_test
 from oppu.shared.data.items import check_item
 from oppu.shared.data.split import base_users, split_history, user_activity, user_history
 from oppu.shared.errors import ConfigError, InputError, OppuError, Problem
-from oppu.shared.federation.keys import RoundKey
+from oppu.shared.federation.keys import RoundKey, key_names
 from oppu.shared.federation.round_config import RoundConfig, run_config_overrides
 from oppu.shared.metrics import MAX_STAT_VALUE, MetricSpec, make_metric
 from oppu.shared.tasks import TaskSpec, dump_task_toml, get_task, spec_from_mapping
@@ -428,7 +428,7 @@ def test_dump_task_toml_escapes_delete() -> None:
 
 
 # ---- the round config ----------------------------------------------------------------------
-ROUND_KEYS = [v for k, v in vars(RoundKey).items() if k.isupper()]
+ROUND_KEYS = sorted(key_names(RoundKey))
 flower_scalars = st.one_of(
     st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
     st.sampled_from([10**400, 2**32, 2**64]),

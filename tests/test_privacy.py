@@ -18,7 +18,7 @@ import pytest
 from test_federation import FederationRun, sealed_federation, secagg_federation
 
 from oppu.shared.federation.aggregation_modes import SECAGG
-from oppu.shared.federation.processes import TELEMETRY_ENV, flower_env
+from oppu.shared.federation.processes import TELEMETRY_ENV, UNAUTHENTICATED_API_ENV, flower_env
 from oppu.shared.federation.secagg_encoding import QUANTIZATION_RANGE, encode_stats
 
 pytestmark = pytest.mark.slow
@@ -165,3 +165,15 @@ def test_flower_and_ray_usage_telemetry_is_off_unless_the_user_turns_it_on(monke
     assert all(flower_env("/tmp/flwr")[name] == "0" for name in TELEMETRY_ENV)
     monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "1")
     assert flower_env("/tmp/flwr")["FLWR_TELEMETRY_ENABLED"] == "1"
+
+
+def test_flowers_legacy_grpc_api_switches_never_reach_a_flower_process(monkeypatch):
+    """With either switch set, a SuperLink also opens Flower's gRPC Control API on 0.0.0.0,
+    unauthenticated, beside the Fleet-only proxy (flwr 1.42 ``flower_superlink.py``)."""
+    from flwr.common import constant
+
+    assert set(UNAUTHENTICATED_API_ENV) == {  # still Flower's names for them
+        constant.FLWR_INTERNAL_GRPC_CONTROL_API, constant.FLWR_INTERNAL_GRPC_FLEET_API}
+    for name in UNAUTHENTICATED_API_ENV:
+        monkeypatch.setenv(name, "1")
+    assert not set(UNAUTHENTICATED_API_ENV) & set(flower_env("/tmp/flwr"))

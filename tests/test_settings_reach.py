@@ -22,10 +22,17 @@ import tomllib
 from typer.testing import CliRunner
 
 from oppu.coordinator.cli import app as coordinator_app
+from oppu.coordinator.round_log import Schedule
 from oppu.coordinator.server_app import round_config
 from oppu.coordinator.state import StateDir
 from oppu.shared.federation.aggregation_modes import SECAGG
-from oppu.shared.federation.keys import DEFAULT_ROUND_TIMEOUT, RoundKey, RunKey, SimKey
+from oppu.shared.federation.keys import (
+    DEFAULT_ROUND_TIMEOUT,
+    RoundKey,
+    RunKey,
+    SimKey,
+    key_names,
+)
 from oppu.shared.federation.round_config import (
     RECIPE_KEYS,
     RoundConfig,
@@ -114,7 +121,10 @@ class _RecordingCoordinator:
         self.client_address = "recorded:0"
         manifest = SimpleNamespace(version="0" * 64, variant="plain", training={})
         self.base_server = SimpleNamespace(manifest=manifest, manifests=[manifest], port=0)
-        self.state = SimpleNamespace(root=state_dir)
+        self.state = StateDir(state_dir)
+
+    def online_nodes(self) -> int:  # the schedule's first round starts at once
+        return 10**6
 
     def __enter__(self):
         return self
@@ -128,12 +138,26 @@ class _RecordingCoordinator:
         raise _Stop
 
 
+class _RecordingOperator:
+    """Stands in for the operator's gRPC service: records where it would listen."""
+
+    def __init__(self, service, *, port: int) -> None:
+        _RecordingCoordinator.seen.update(schedule=service.schedule, operator_port=port)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
 def test_every_start_option_reaches_the_coordinator_or_the_client(tmp_path,
                                                                    monkeypatch) -> None:
     from oppu.coordinator.commands import start as start_module
 
     monkeypatch.setattr(start_module, "Coordinator", _RecordingCoordinator)
     monkeypatch.setattr(start_module, "join_instructions", lambda coordinator: "")
+    monkeypatch.setattr(start_module, "OperatorServer", _RecordingOperator)
     process = {"base": tmp_path / "base", "state_dir": tmp_path / "state",
                "host": "127.0.0.2", "public_host": "oppu.example", "port": 9001,
                "base_port": 9002, "insecure": True, "node_auth": False}
@@ -142,7 +166,8 @@ def test_every_start_option_reaches_the_coordinator_or_the_client(tmp_path,
             str(process["state_dir"]), "--host", "127.0.0.2", "--public-host", "oppu.example",
             "--port", "9001", "--base-port", "9002", "--insecure", "--no-node-auth",
             "--min-clients", "5", "--aggregation", "sealed", "--holdout", "3",
-            "--stat-bound", "99", "--timeout", "77", *RECIPE_ARGS, *DP_ARGS]
+            "--stat-bound", "99", "--timeout", "77", "--rounds", "4", "--every", "60",
+            "--operator-port", "9003", *RECIPE_ARGS, *DP_ARGS]
     result = CliRunner().invoke(coordinator_app, args)
     assert isinstance(result.exception, _Stop), result.output
 
@@ -151,6 +176,8 @@ def test_every_start_option_reaches_the_coordinator_or_the_client(tmp_path,
     assert list(seen["extra_bases"]) == [tmp_path / "rag-base"]
     for name in ("host", "public_host", "port", "base_port", "insecure", "node_auth"):
         assert seen[name] == process[name], name
+    assert seen["schedule"] == Schedule(rounds=4, every=60.0, min_clients=5)
+    assert seen["operator_port"] == 9003 and seen["run_config"][RoundKey.ROUND] == 1
     run_config = seen["run_config"]
     assert (run_config[RunKey.MIN_CLIENTS], run_config[RunKey.AGGREGATION],
             run_config[RunKey.TIMEOUT]) == (5, "sealed", 77.0)
@@ -164,7 +191,7 @@ def test_every_start_option_reaches_the_coordinator_or_the_client(tmp_path,
     assert _RecordingCoordinator.seen["run_config"][RunKey.DP_NOISE_MULTIPLIER] == 2.0
 
     covered = {*process, "task", "min_clients", "aggregation", "holdout", "stat_bound",
-               "timeout", *RECIPE_OPTIONS, *DP_OPTIONS}
+               "timeout", "rounds", "every", "operator_port", *RECIPE_OPTIONS, *DP_OPTIONS}
     options = set(inspect.signature(start_module.start).parameters)
     assert options == covered, f"options with no test of where they go: {options - covered}"
 
@@ -236,7 +263,7 @@ def _app_config() -> dict:
 def test_app_config_keys_are_known_and_defaults_agree() -> None:
     """``flwr run`` users set the same keys, with the same defaults, as the CLIs."""
     config = _app_config()
-    run_keys = {v for k, v in vars(RunKey).items() if k.isupper()}
+    run_keys = set(key_names(RunKey))
     sim_keys = {v for k, v in vars(SimKey).items() if k.isupper()}
     round_keys = {f.metadata["key"]: f for f in fields(RoundConfig)}
     unknown = set(config) - run_keys - sim_keys - set(round_keys)

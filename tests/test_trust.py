@@ -4,7 +4,7 @@
   unenrolled key, or none, is turned away by Flower itself (``--enable-supernode-auth``).
 - App bundles (FABs): oppu's gate (``oppu.shared.federation.fab_trust``) sits inside the Flower
   processes that would run a FAB. The coordinator refuses runs it did not sign (anyone who
-  reaches the SuperLink's port can submit one: Flower 1.41's Control API has no
+  reaches the SuperLink's port can submit one: Flower 1.42's Control API has no
   authentication); a SuperNode refuses a FAB with code, unsigned, or signed by another key.
 - Key files are owner-only and refused otherwise; no private key or passphrase is logged.
 

@@ -47,7 +47,7 @@ class _KeepAggregate(FedAvg):
         self.clients = 0
 
     def aggregate_fit(self, server_round, results: list[tuple[object, FitRes]], failures):
-        # ``failures`` is no count of clients: Flower 1.41 lists a client that dropped while
+        # ``failures`` is no count of clients: Flower 1.42 lists a client that dropped while
         # masking twice. The caller counts dropouts as sampled minus aggregated instead.
         if not results:
             return None, {}

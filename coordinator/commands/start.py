@@ -1,4 +1,9 @@
-"""``oppu-coordinator start``: serve the base, run one federated round, print the cohort table."""
+"""``oppu-coordinator start``: serve the bases and run federated rounds until stopped.
+
+Rounds run on the schedule (``--rounds``, ``--every``, once ``--min-clients`` nodes are
+connected) and when the operator asks (``oppu-coordinator round``); each prints the cohort
+table. A restart on the same state dir resumes the schedule (``coordinator/round_log.py``).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,9 @@ from oppu.coordinator.coordinator import (
     Coordinator,
     served_bases,
 )
-from oppu.coordinator.results import format_table
+from oppu.coordinator.operator_server import OperatorServer
+from oppu.coordinator.round_log import Schedule
+from oppu.coordinator.service import CoordinatorService, RoundOutcome
 from oppu.shared.cli_support import console, friendly_errors, stop_cleanly_on_sigterm
 from oppu.shared.dp_bounds import DEFAULT_MAX_QUERIES
 from oppu.shared.errors import ConfigError
@@ -102,8 +109,17 @@ def start(
     dp_budget_epsilon: DpBudgetEpsilonOpt = 0.0,
     dp_budget_delta: DpBudgetDeltaOpt = 0.0,
     dp_max_queries: DpMaxQueriesOpt = DEFAULT_MAX_QUERIES,
+    rounds: Annotated[int, typer.Option(
+        min=0, help="Scheduled rounds to run, then stop (0: until stopped).")] = 0,
+    every: Annotated[float, typer.Option(
+        min=0, help="Seconds from one scheduled round's start to the next (0: back to "
+        "back).")] = 86400.0,
+    operator_port: Annotated[int, typer.Option(
+        min=0, help="127.0.0.1 port for `oppu-coordinator round|status|publish` (0: any "
+        "free one, written to the state dir).")] = 0,
 ) -> None:
-    """Start the SuperLink and BaseStore, run one round, print the cohort's metrics."""
+    """Serve the bases over the BaseStore and the SuperLink; run rounds until stopped (or
+    --rounds N), printing each cohort's metrics."""
     state = state_dir if state_dir is not None else oppu_home() / "coordinator"
     recipe = recipe_from_options(peft=peft, lora_r=lora_r, lora_alpha=lora_alpha, lr=lr,
                                  epochs=epochs, batch_size=batch_size, max_steps=max_steps,
@@ -127,11 +143,23 @@ def start(
                       f"{coordinator.state.root}\n{join_instructions(coordinator)}\n"
                       f"Waiting for {min_clients} clients (Ctrl-C stops everything)...",
                       highlight=False)
-        result = coordinator.run_round(
-            run_config, timeout=timeout + 600,
-            on_submit=lambda run_id: console.print(f"Submitted run {run_id}."))
-    typer.echo(format_table(result))
-    console.print(f"Results: {coordinator.state.result_path(result.run_id)}")
+        service = CoordinatorService(coordinator, Schedule(rounds, every, min_clients),
+                                     run_config, round_timeout=timeout + 600,
+                                     on_round=_print_round)
+        with OperatorServer(service, port=operator_port):
+            console.print(f"Operator commands: oppu-coordinator status|round|publish "
+                          f"--state-dir {coordinator.state.root}", highlight=False)
+            service.serve()
+
+
+def _print_round(outcome: RoundOutcome) -> None:
+    entry = outcome.entry
+    if outcome.result is None:
+        console.print(f"Round {entry.number} failed: {entry.error}", highlight=False)
+        return
+    typer.echo(outcome.table)
+    console.print(f"Round {entry.number} ({entry.source}) done: run {entry.run_id}, in the "
+                  "state dir's results/.", highlight=False)
 
 
 def round_run_config(*, task: str, recipe: PersonalizeSettings, min_clients: int,

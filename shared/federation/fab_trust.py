@@ -1,6 +1,6 @@
 """Which Flower app bundles (FABs) oppu lets Flower run: only oppu's own, signed by the coordinator.
 
-Flower 1.41 has FAB verification, but only for apps from Flower Hub:
+Flower 1.42 has FAB verification, but only for apps from Flower Hub:
 ``flower-supernode --trusted-entities FILE`` (YAML ``{key_id: 'ssh-ed25519 ...'}``) makes the
 SuperNode check ``fab.verifications`` (``flwr/supernode/start_client_internal.py``,
 ``_verify_fab``), and the SuperLink fills those in only when it downloads an app from Flower

@@ -109,3 +109,8 @@ class RoundKey:
     DP_MAX_QUERIES = "dp-max-queries"
     DP_VARIANCE = "dp-variance"
     DP_SHARE = "dp-share"
+
+
+def key_names(keys: type) -> frozenset[str]:
+    """The key strings one of the classes above defines (its upper-case attributes)."""
+    return frozenset(v for k, v in vars(keys).items() if k.isupper() and isinstance(v, str))

@@ -1,6 +1,6 @@
 """SuperNode authentication keys: a client's identity towards the coordinator's SuperLink.
 
-How Flower 1.41 does it (``flwr/superlink/routers/fleet/node_auth.py``,
+How Flower 1.42 does it (``flwr/superlink/routers/fleet/node_auth.py``,
 ``flwr/supernode/node_auth_http_interceptor.py``, ``flwr/cli/supernode/register.py``):
 
 - every SuperNode signs each Fleet request: headers carry its public key and an ECDSA

@@ -21,6 +21,9 @@ from oppu.shared.errors import OppuError
 
 TELEMETRY_ENV = ("FLWR_TELEMETRY_ENABLED", "RAY_USAGE_STATS_ENABLED")
 """Usage reporting that Flower and Ray switch on by default; "0" turns each off."""
+UNAUTHENTICATED_API_ENV = ("FLWR_INTERNAL_GRPC_CONTROL_API", "FLWR_INTERNAL_GRPC_FLEET_API")
+"""Switches that make a SuperLink also open Flower's legacy gRPC Control/Fleet API on
+0.0.0.0, beside oppu's Fleet-only TLS proxy and without its checks: never passed on."""
 
 
 def flower_env(flwr_home: str | Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -30,9 +33,10 @@ def flower_env(flwr_home: str | Path, extra: Mapping[str, str] | None = None) ->
     the directory of this interpreter's scripts must come first on PATH. Flower's usage
     telemetry (on by default: every SuperLink, SuperNode and ClientApp posts events to
     telemetry.flower.ai), and Ray's usage stats in simulation, are off unless the user turned
-    them on: a client promises to send nothing but its encrypted metrics.
+    them on: a client promises to send nothing but its encrypted metrics. Flower's switches
+    for its legacy gRPC APIs are dropped: they would open an unauthenticated Control API.
     """
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in UNAUTHENTICATED_API_ENV}
     for name in TELEMETRY_ENV:
         env.setdefault(name, "0")
     env["FLWR_HOME"] = str(flwr_home)
