@@ -51,9 +51,11 @@ def run_deployed_round(round_cfg: RoundConfig, context: Context) -> list[float]:
         queries = queries[-round_cfg.dp_max_queries:]
     # An ordinary round is the user's own adapter: chosen locally, kept only where it beats
     # the base; a suite is a benchmark and reports every trained adapter as is.
+    store, base_source = AdapterStore(node.data_dir), f"federation:{_trained_on(round_cfg)}"
+    resume = primary is not None and _continues(store, task.name, primary, base_source)
     outcome = run_variants(loaded.model, loaded.tokenizer, task, train, queries, variants,
-                           recipe, labels=labels or None, store=AdapterStore(node.data_dir),
-                           primary=primary, base_source=f"federation:{_trained_on(round_cfg)}",
+                           recipe, labels=labels or None, store=store, primary=primary,
+                           base_source=base_source, resume=resume,
                            selection=None if round_cfg.suite else SelectionSettings(),
                            bases=loaded.bases)
     metric = make_metric(task.kind, labels)
@@ -68,10 +70,22 @@ def run_deployed_round(round_cfg: RoundConfig, context: Context) -> list[float]:
         "stat_names": round_cfg.metric().stat_names(), "vector": vector,
         "metrics": metrics if round_cfg.suite else metrics[primary],
         "train_items": outcome.train_items, "evaluated": outcome.queries,
+        "continued": resume, "trained_examples": {
+            v: r.examples if r is not None else 0 for v, r in outcome.reports.items()},
         "selection": {v: s.to_dict() for v, s in outcome.selections.items()},
         "seconds": seconds}, indent=2))
     log.info("round %d done in %.0f s; your metrics: %s", round_cfg.round, seconds, metrics)
     return vector
+
+
+def _continues(store: AdapterStore, name: str, variant: str, base_source: str) -> bool:
+    """Whether this round continues the user's adapter from an earlier round (the rule of
+    ``train --continue``: on the items it has not seen): the same variant on the same base
+    version. A new base (``oppu-coordinator publish``) or recipe starts a fresh adapter."""
+    if not store.exists(name):
+        return False
+    meta = store.metadata(name)
+    return meta.get("base_model") == base_source and meta.get("variant") == variant
 
 
 def _trained_on(round_cfg: RoundConfig) -> str:

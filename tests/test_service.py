@@ -131,10 +131,15 @@ def test_a_coordinator_serves_rounds_unattended_and_resumes_after_a_restart(tmp_
         node.enroll(coordinator)
     outcomes: list[RoundOutcome] = []
 
+    grown = nodes[0]
+
     def after_round(outcome: RoundOutcome) -> None:
         outcomes.append(outcome)
-        if len(outcomes) == 1:  # a client joins after round 1
+        if len(outcomes) == 1:  # a client joins after round 1; another's history grows
             late.start(coordinator, enroll=False)
+            more = make_history(0, items=8)[6:]
+            with grown.history_path.open("a") as fh:
+                fh.writelines(json.dumps(item) + "\n" for item in more)
             _wait_online(coordinator, 3)
 
     try:
@@ -187,6 +192,27 @@ def test_a_coordinator_serves_rounds_unattended_and_resumes_after_a_restart(tmp_
         assert all(node.records(e.run_id) for e in entries)
     assert not late.records(entries[0].run_id) and all(
         late.records(e.run_id) for e in entries[1:])
+    # The grown history: round 1 trained on items 1-4 (5-6 held out); the next scheduled
+    # round continues that adapter on 5-6 only (7-8 are its held-out queries).
+    first, second = (json.loads(grown.records(e.run_id)[0].read_text()) for e in entries[:2])
+    assert (first["continued"], first["train_items"], first["evaluated"]) == (False, 4, 2)
+    assert (second["train_items"], second["evaluated"]) == (6, 2)
+    # (Too few items for local selection: each round trains with the round's recipe.)
+    assert list(first["trained_examples"].values()) == [4]
+    assert second["continued"] and list(second["trained_examples"].values()) == [2]
     print("service rounds: " + ", ".join(f"{o.entry.number} {o.entry.source} "
                                          f"{o.result.seconds:.0f} s" for o in outcomes
                                          if o.result))
+
+
+def test_operator_commands_without_a_running_coordinator_say_so(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from oppu.coordinator.cli import app
+
+    for args in (["status"], ["round", "--run-config", "k=1"], ["publish", str(tmp_path)]):
+        result = CliRunner().invoke(app, [*args, "--state-dir", str(tmp_path)])
+        assert result.exit_code != 0 and "No coordinator is running" in result.output, args
+    result = CliRunner().invoke(app, ["round", "--run-config", "suite=base-k0", "--state-dir",
+                                      str(tmp_path)])
+    assert result.exit_code != 0 and "--run-config" in result.output

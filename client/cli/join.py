@@ -29,10 +29,10 @@ from oppu.shared.paths import user_dir
 AUTH_REFUSED_MARKERS = ("[code: 2004] Failed to activate SuperNode",
                         "All SuperNodes must be registered via the CLI",
                         "Invalid SuperNode authentication")
-"""What Flower 1.41's SuperNode logs when the SuperLink does not accept its key (unknown
+"""What Flower 1.42's SuperNode logs when the SuperLink does not accept its key (unknown
 key; no key while the SuperLink requires one; a bad signature)."""
 REJOIN_WINDOW_S = 90.0
-"""How long a refused key is retried: Flower 1.41 refuses a node key as long as a crashed
+"""How long a refused key is retried: Flower 1.42 refuses a node key as long as a crashed
 session of it still counts as online (up to 2 x 30 s heartbeats after its last one)."""
 REJOIN_RETRY_S = 5.0
 

@@ -36,12 +36,14 @@ def round_(
     state_dir: StateDirOpt = None,
 ) -> None:
     """Run one round now (after a round in progress) and print its table."""
+    from click import ClickException
     from flwr.common.config import parse_config_args
 
     try:
         overrides = parse_config_args(run_config)
-    except ValueError as exc:
-        raise ConfigError(f"--run-config: {exc}") from None
+    except (ValueError, ClickException) as exc:  # Flower's parser raises the latter
+        message = exc.format_message() if isinstance(exc, ClickException) else str(exc)
+        raise ConfigError(f"--run-config: {message}") from None
     state = _state(state_dir)
     console.print(f"Asking the coordinator of {state.root} for a round"
                   f"{' with ' + json.dumps(overrides) if overrides else ''}...", highlight=False)

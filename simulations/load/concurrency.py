@@ -1,6 +1,6 @@
 """``--max-clientapps K``: at most K ClientApp processes at once, machine-wide.
 
-Flower 1.41 has no option to limit concurrent ClientApps (``flower-supernode --help``: only
+Flower 1.42 has no option to limit concurrent ClientApps (``flower-supernode --help``: only
 ``--isolation subprocess|process``; ``flower-superexec``'s local ``subprocess`` executor
 launches every task at once, only its Kubernetes executor has a capacity). So one is added
 here: a ``flwr-clientapp`` wrapper put first on the SuperNodes' PATH waits for one of K

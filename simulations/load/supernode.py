@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 CONNECTED_MARK = "SuperNode ID:"
-"""What a SuperNode logs once the SuperLink registered it (flwr 1.41)."""
+"""What a SuperNode logs once the SuperLink registered it (flwr 1.42)."""
 
 _Node = TypeVar("_Node", bound="SuperNode")
 
