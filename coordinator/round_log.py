@@ -45,6 +45,8 @@ class Schedule:
     rounds: int = 0
     every: float = 0.0
     min_clients: int = 3
+    retry: float = 60.0
+    """Seconds after a failed scheduled round before it runs again."""
 
 
 @dataclass
@@ -89,11 +91,16 @@ class RoundLog:
         return sum(e.source == "schedule" and e.status == "done" for e in self.entries)
 
     def next_due(self, schedule: Schedule) -> float:
-        """When the next scheduled round may start: ``every`` after the last scheduled
-        round that ran to an end (at once when none has)."""
-        ended = [e.started for e in self.entries
-                 if e.source == "schedule" and e.status in ("done", "failed")]
-        return max(ended) + schedule.every if ended else 0.0
+        """When the next scheduled round may start: ``every`` after the last scheduled round
+        that was done (at once when none was), and ``retry`` after one that failed (it runs
+        again: a failed round does not count)."""
+        scheduled = [e for e in self.entries if e.source == "schedule"]
+        done = [e.started for e in scheduled if e.status == "done"]
+        failed = [e.ended or e.started for e in scheduled if e.status == "failed"]
+        due = [max(done) + schedule.every] if done else [0.0]
+        if failed:
+            due.append(max(failed) + schedule.retry)
+        return max(due)
 
     def finished(self, schedule: Schedule) -> bool:
         return schedule.rounds > 0 and self.scheduled_done() >= schedule.rounds

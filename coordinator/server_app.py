@@ -6,7 +6,8 @@ server only ever holds the sum) or sealed to the coordinator's X25519 key (small
 The cohort's metric table is computed from the sum, logged, and written to the state dir.
 
 Faults: a client that errs, is killed or hangs gets no say in the sum. Flower answers for a
-node that stopped heartbeating (within ~60 s) and the round's ``timeout`` bounds the rest, so
+node that stopped heartbeating (within ~60 s); the round's ``timeout`` bounds the stage in which
+clients train and ``stage-timeout`` each other stage (SecAgg+'s key exchanges), so
 the round ends with the others; SecAgg+ reconstructs a dropped client's masks from the
 survivors' shares. The result says how many clients were asked, how many were summed and how
 many failed or dropped out; with fewer than ``min-clients`` summed nothing is published.
@@ -28,7 +29,7 @@ from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from oppu.coordinator.aggregation.base import Collected
+from oppu.coordinator.aggregation.base import Collected, Timeouts
 from oppu.coordinator.aggregation.registry import AGGREGATORS
 from oppu.coordinator.dp_budget import Spent, charge
 from oppu.coordinator.dp_round import DpPlan, plan_dp_round
@@ -37,7 +38,12 @@ from oppu.coordinator.state import FederationInfo, StateDir
 from oppu.shared.block_metric import BlockMetric
 from oppu.shared.errors import OppuError
 from oppu.shared.federation.aggregation_modes import AUTO, SEALED, choose_aggregation
-from oppu.shared.federation.keys import DEFAULT_ROUND_TIMEOUT, RunKey, SimKey
+from oppu.shared.federation.keys import (
+    DEFAULT_ROUND_TIMEOUT,
+    DEFAULT_STAGE_TIMEOUT,
+    RunKey,
+    SimKey,
+)
 from oppu.shared.federation.round_config import RoundConfig, run_config_overrides
 from oppu.shared.federation.sealing import load_or_create_sealing_key, public_bytes
 from oppu.shared.metrics import MetricSpec
@@ -55,6 +61,8 @@ def main(grid: Grid, context: Context) -> None:
     state = StateDir(str(config.get(RunKey.STATE_DIR, "")) or oppu_home() / "coordinator")
     info = federation_info(state, config)
     timeout = float(config.get(RunKey.TIMEOUT, DEFAULT_ROUND_TIMEOUT))
+    timeouts = Timeouts(train=timeout, stage=min(timeout, float(
+        config.get(RunKey.STAGE_TIMEOUT, DEFAULT_STAGE_TIMEOUT))))
     min_clients = int(config.get(RunKey.MIN_CLIENTS, 3))
     nodes = wait_for_nodes(grid, min_clients, timeout)
     aggregation = choose_aggregation(str(config.get(RunKey.AGGREGATION, AUTO)), len(nodes))
@@ -68,7 +76,7 @@ def main(grid: Grid, context: Context) -> None:
         log(INFO, "DP: this round costs epsilon %.3g (delta %g), %.3g in total", dp.epsilon,
             dp.delta, spent.total_epsilon)
     collected = AGGREGATORS[aggregation].collect(grid, context, round_cfg, metric, nodes,
-                                                 state, timeout)
+                                                 state, timeouts)
     if collected.clients < min_clients:  # a "cohort" of fewer would say too much about each
         raise OppuError(f"Only {collected.clients} of the {min_clients} clients required "
                         f"returned valid statistics ({collected.failures} failed, "

@@ -79,6 +79,7 @@ def checked_run_config(defaults: Mapping[str, object],
 
 _RUN_KEY_RANGES: dict[str, tuple[type | tuple[type, ...], float]] = {
     RunKey.MIN_CLIENTS: (int, 1), RunKey.TIMEOUT: ((int, float), 1.0),
+    RunKey.STAGE_TIMEOUT: ((int, float), 1.0),
     RunKey.DP_EPSILON: ((int, float), 0.0), RunKey.DP_DELTA: ((int, float), 0.0),
     RunKey.DP_NOISE_MULTIPLIER: ((int, float), 0.0),
     RunKey.DP_BUDGET_EPSILON: ((int, float), 0.0), RunKey.DP_BUDGET_DELTA: ((int, float), 0.0)}

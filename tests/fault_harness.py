@@ -168,6 +168,14 @@ class FaultClient(SuperNode):
     def thaw(self) -> None:
         signal_tree(self.proc, signal.SIGCONT)
 
+    def freeze_apps(self) -> None:
+        """SIGSTOP what runs below the SuperNode (Flower's SuperExec and its ClientApps) but
+        not the SuperNode: it keeps heartbeating, so Flower still counts the node online,
+        while no reply comes. A reply lost on its way, as the SuperLink sees it."""
+        for pid in tree(self.proc)[1:]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGSTOP)
+
 
 def make_client(root: Path, name: str, history: list[dict], base_dir: Path) -> FaultClient:
     """A user's data dir with a history, and a base cache pre-seeded by hard links.

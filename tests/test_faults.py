@@ -462,6 +462,53 @@ def test_secagg_survives_a_dropout_after_key_sharing(tmp_path: Path):
           f" s end to end, {result.seconds:.0f} s in the ServerApp")
 
 
+@pytest.mark.slow
+def test_a_reply_lost_mid_secagg_ends_its_stage_within_the_stage_timeout(tmp_path: Path):
+    """Four clients; right after user3 answered SecAgg+'s setup, its ClientApps stop (its
+    SuperNode still heartbeats: Flower keeps it online). The key-sharing stage must give up
+    on it after ``stage-timeout``, not after the training stage's ``timeout``, and the round
+    finish with the other three (threshold 3)."""
+    stage_timeout = 20.0
+    clients = _clients(tmp_path, 4)
+    lost = clients[3]
+    coordinator = Coordinator(tmp_path / "coordinator", base_artifact(), host="127.0.0.1",
+                              port=free_port(), base_port=0)
+    with coordinator:
+        try:
+            for client in clients:
+                client.start(coordinator)
+            for client in clients:
+                client.wait_registered()
+                client.mark_round()
+            with ThreadPoolExecutor(1) as pool:
+                future = pool.submit(coordinator.run_round, {
+                    **_round(3, SECAGG), RunKey.STAGE_TIMEOUT: stage_timeout}, timeout=WAIT)
+                try:
+                    wait_until(lambda: any(e["stage"] == "setup" for e in lost.sent()),
+                               timeout=WAIT, what="user3's setup reply", poll=0.2,
+                               diagnose=lambda: _diagnose(clients))
+                    lost.wait_sent(replies=1)  # delivered: the loss is in key sharing
+                    lost.freeze_apps()
+                    frozen_at = time.perf_counter()
+                    result = future.result(timeout=WAIT)
+                    after_freeze = time.perf_counter() - frozen_at
+                except BaseException:
+                    coordinator.stop()
+                    raise
+        finally:
+            _stop_all(clients)
+    survivors = clients[:3]
+    records = [c.record(result.run_id) for c in survivors]
+    assert None not in records
+    assert (result.clients, result.asked, result.failures) == (3, 4, 1)
+    assert result.sums == _exact_sum(records)
+    assert [e["stage"] for e in lost.sent()] == ["setup"]
+    # Waiting the training stage's timeout in key sharing alone would have taken TIMEOUT.
+    assert after_freeze < TIMEOUT - 40, after_freeze
+    print(f"SecAgg+ round with a reply lost in key sharing: result {after_freeze:.0f} s after "
+          f"the loss (stage timeout {stage_timeout:.0f} s, training timeout {TIMEOUT:.0f} s)")
+
+
 # ---- a crashed client restarts at once ------------------------------------------------------
 @pytest.mark.slow
 def test_a_crashed_client_rejoins_at_once_with_oppu_client_join(tmp_path: Path):

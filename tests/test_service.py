@@ -50,6 +50,10 @@ def test_a_restart_settles_the_rounds_a_dead_coordinator_left_running(tmp_path: 
     assert reopened.scheduled_done() == 2 and reopened.next_number() == 3
     assert reopened.next_due(schedule) == finished_unrecorded.started + 100.0
     assert first.number == 1 and finished_unrecorded.number == 2
+    failed_at = time.time() + 10_000  # later than the last done round's next due time
+    failed = reopened.update(reopened.begin("schedule"), status="failed", ended=failed_at)
+    assert reopened.next_due(schedule) == failed_at + schedule.retry  # a failed round re-runs
+    assert reopened.next_number() == 4 and failed.number == 3
     reopened.update(reopened.begin("schedule"), status="done", run_id="14")
     assert RoundLog.open(state).finished(schedule)
 

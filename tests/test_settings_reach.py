@@ -28,6 +28,7 @@ from oppu.coordinator.state import StateDir
 from oppu.shared.federation.aggregation_modes import SECAGG
 from oppu.shared.federation.keys import (
     DEFAULT_ROUND_TIMEOUT,
+    DEFAULT_STAGE_TIMEOUT,
     RoundKey,
     RunKey,
     SimKey,
@@ -166,7 +167,8 @@ def test_every_start_option_reaches_the_coordinator_or_the_client(tmp_path,
             str(process["state_dir"]), "--host", "127.0.0.2", "--public-host", "oppu.example",
             "--port", "9001", "--base-port", "9002", "--insecure", "--no-node-auth",
             "--min-clients", "5", "--aggregation", "sealed", "--holdout", "3",
-            "--stat-bound", "99", "--timeout", "77", "--rounds", "4", "--every", "60",
+            "--stat-bound", "99", "--timeout", "77", "--stage-timeout", "33", "--rounds", "4",
+            "--every", "60",
             "--operator-port", "9003", *RECIPE_ARGS, *DP_ARGS]
     result = CliRunner().invoke(coordinator_app, args)
     assert isinstance(result.exception, _Stop), result.output
@@ -180,7 +182,8 @@ def test_every_start_option_reaches_the_coordinator_or_the_client(tmp_path,
     assert seen["operator_port"] == 9003 and seen["run_config"][RoundKey.ROUND] == 1
     run_config = seen["run_config"]
     assert (run_config[RunKey.MIN_CLIENTS], run_config[RunKey.AGGREGATION],
-            run_config[RunKey.TIMEOUT]) == (5, "sealed", 77.0)
+            run_config[RunKey.TIMEOUT], run_config[RunKey.STAGE_TIMEOUT]) == (5, "sealed",
+                                                                            77.0, 33.0)
     client, recipe = _client_recipe(run_config, tmp_path)
     assert (client.task, client.holdout_value, client.stat_bound) == ("LaMP_2M", 3, 99.0)
     _assert_recipe(recipe, RECIPE_OPTIONS)
@@ -191,7 +194,8 @@ def test_every_start_option_reaches_the_coordinator_or_the_client(tmp_path,
     assert _RecordingCoordinator.seen["run_config"][RunKey.DP_NOISE_MULTIPLIER] == 2.0
 
     covered = {*process, "task", "min_clients", "aggregation", "holdout", "stat_bound",
-               "timeout", "rounds", "every", "operator_port", *RECIPE_OPTIONS, *DP_OPTIONS}
+               "timeout", "stage_timeout", "rounds", "every", "operator_port", *RECIPE_OPTIONS,
+               *DP_OPTIONS}
     options = set(inspect.signature(start_module.start).parameters)
     assert options == covered, f"options with no test of where they go: {options - covered}"
 
@@ -271,6 +275,7 @@ def test_app_config_keys_are_known_and_defaults_agree() -> None:
     missing = set(RECIPE_KEYS.values()) - set(config)
     assert not missing, f"recipe keys a `flwr run` user cannot set: {missing}"
     assert config[RunKey.TIMEOUT] == DEFAULT_ROUND_TIMEOUT
+    assert config[RunKey.STAGE_TIMEOUT] == DEFAULT_STAGE_TIMEOUT
     for key, value in config.items():
         if key in round_keys and key not in run_keys and key != RoundKey.TASK:
             assert value == round_keys[key].default, key

@@ -32,11 +32,22 @@ class Collected:
     or a dropout mid-protocol."""
 
 
+@dataclass(frozen=True)
+class Timeouts:
+    """How long a round waits for replies: ``train`` for the stage in which clients train
+    and evaluate (minutes of model work), ``stage`` for every other exchange (SecAgg+'s key
+    setup, key sharing and unmasking take seconds): a reply lost there ends its stage in
+    ``stage`` seconds, not after a training's allowance."""
+
+    train: float
+    stage: float
+
+
 class Aggregator(Protocol):
     """One aggregation mode: ask ``nodes`` to run the round, return the sum of their stats."""
 
     def collect(self, grid: Grid, context: Context, round_cfg: RoundConfig,
                 metric: MetricSpec, nodes: list[int], state: StateDir,
-                timeout: float) -> Collected:
+                timeouts: Timeouts) -> Collected:
         """Run the round's collection; raise ``OppuError`` when nothing can be published."""
         ...

@@ -16,7 +16,7 @@ from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
-from oppu.coordinator.aggregation.base import Collected
+from oppu.coordinator.aggregation.base import Collected, Timeouts
 from oppu.coordinator.state import StateDir
 from oppu.shared.errors import OppuError
 from oppu.shared.federation.keys import (
@@ -36,7 +36,7 @@ class SealedAggregator:
 
     def collect(self, grid: Grid, context: Context, round_cfg: RoundConfig,
                 metric: MetricSpec, nodes: list[int], state: StateDir,
-                timeout: float) -> Collected:
+                timeouts: Timeouts) -> Collected:
         key = load_or_create_sealing_key(state.sealing_key)
         messages = [Message(content=RecordDict({ROUND_RECORD: round_cfg.to_config_record()}),
                             dst_node_id=node,
@@ -44,6 +44,7 @@ class SealedAggregator:
                             group_id=str(round_cfg.round))
                     for node in nodes]
         total, clients, rejected, failures = metric.new_stats(), 0, 0, 0
+        timeout = timeouts.train  # one stage: the clients train, evaluate and seal
         replies = list(grid.send_and_receive(messages, timeout=timeout))
         # The SuperLink answers for a node that stopped heartbeating (killed, hung, offline)
         # with an error reply of its own: map replies back to nodes by the message they answer.

@@ -18,7 +18,7 @@ from flwr.server.strategy import FedAvg
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.serverapp import Grid
 
-from oppu.coordinator.aggregation.base import Collected
+from oppu.coordinator.aggregation.base import Collected, Timeouts
 from oppu.coordinator.state import StateDir
 from oppu.shared.errors import OppuError
 from oppu.shared.federation.round_config import RoundConfig
@@ -58,12 +58,34 @@ class _KeepAggregate(FedAvg):
         return parameters, {}
 
 
+class StagedSecAggPlusWorkflow(SecAggPlusWorkflow):
+    """Flower's SecAgg+ workflow with a timeout per stage: clients train in the masked-vector
+    stage (``timeouts.train``); setup, key sharing and unmasking wait ``timeouts.stage``.
+
+    Flower's workflow reads its one ``timeout`` in each stage's ``send_and_receive``
+    (flwr 1.41-1.42 ``secaggplus_workflow.py``), so each stage runs with its own value set.
+    A node whose reply does not come in time leaves the protocol at that stage; the round
+    goes on while the reconstruction threshold holds.
+    """
+
+    def __init__(self, timeouts: Timeouts, **kwargs) -> None:
+        super().__init__(timeout=timeouts.stage, **kwargs)
+        self.timeouts = timeouts
+
+    def collect_masked_vectors_stage(self, *args) -> bool:
+        self.timeout = self.timeouts.train
+        try:
+            return super().collect_masked_vectors_stage(*args)
+        finally:
+            self.timeout = self.timeouts.stage
+
+
 class SecAggAggregator:
     """Sum of the clients' statistics through SecAgg+ (Flower's legacy workflow)."""
 
     def collect(self, grid: Grid, context: Context, round_cfg: RoundConfig,
                 metric: MetricSpec, nodes: list[int], state: StateDir,
-                timeout: float) -> Collected:
+                timeouts: Timeouts) -> Collected:
         import numpy as np
 
         clients = len(nodes)
@@ -81,11 +103,10 @@ class SecAggAggregator:
         shares, threshold = secagg_shares(clients)
         legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=1),
                                strategy=strategy)
-        workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
-            num_shares=shares, reconstruction_threshold=threshold,
+        workflow = DefaultWorkflow(fit_workflow=StagedSecAggPlusWorkflow(
+            timeouts, num_shares=shares, reconstruction_threshold=threshold,
             max_weight=SECAGG_MAX_WEIGHT, clipping_range=round_cfg.clip,
-            quantization_range=QUANTIZATION_RANGE, modulus_range=MODULUS_RANGE,
-            timeout=timeout))
+            quantization_range=QUANTIZATION_RANGE, modulus_range=MODULUS_RANGE))
         workflow(grid, legacy)
         mean = strategy.mean
         if mean is None or len(mean) != size or min(mean) <= sentinel * (0.75 if dp else 0.5):

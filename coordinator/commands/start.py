@@ -20,10 +20,9 @@ from oppu.coordinator.coordinator import (
 )
 from oppu.coordinator.operator_server import OperatorServer
 from oppu.coordinator.round_log import Schedule
-from oppu.coordinator.service import CoordinatorService, RoundOutcome
+from oppu.coordinator.service import CoordinatorService, RoundOutcome, checked_run_config
 from oppu.shared.cli_support import console, friendly_errors, stop_cleanly_on_sigterm
 from oppu.shared.dp_bounds import DEFAULT_MAX_QUERIES
-from oppu.shared.errors import ConfigError
 from oppu.shared.federation.aggregation_modes import AGGREGATIONS, AUTO
 from oppu.shared.federation.dp_options import (
     DEFAULT_DP_DELTA,
@@ -36,11 +35,14 @@ from oppu.shared.federation.dp_options import (
     DpSettings,
     dp_run_config,
 )
-from oppu.shared.federation.keys import DEFAULT_ROUND_TIMEOUT, RoundKey, RunKey
+from oppu.shared.federation.keys import (
+    DEFAULT_ROUND_TIMEOUT,
+    DEFAULT_STAGE_TIMEOUT,
+    RoundKey,
+    RunKey,
+)
 from oppu.shared.federation.round_config import (
-    RoundConfig,
     recipe_entries,
-    run_config_overrides,
 )
 from oppu.shared.federation.tls import CA_CERT
 from oppu.shared.paths import oppu_home
@@ -101,8 +103,12 @@ def start(
     holdout: HoldoutOpt = 0.2,
     stat_bound: Annotated[float, typer.Option(
         help="Largest statistic one client may report (SecAgg+ scaling).")] = 4096.0,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for clients and replies.")
+    timeout: Annotated[float, typer.Option(
+        help="Seconds to wait for clients to join, and for replies while they train.")
     ] = DEFAULT_ROUND_TIMEOUT,
+    stage_timeout: Annotated[float, typer.Option(
+        min=1, help="Seconds to wait for replies in every other stage (SecAgg+'s key "
+        "exchanges): a lost reply there ends its stage this soon.")] = DEFAULT_STAGE_TIMEOUT,
     dp_epsilon: DpEpsilonOpt = 0.0,
     dp_delta: DpDeltaOpt = DEFAULT_DP_DELTA,
     dp_noise_multiplier: DpNoiseMultiplierOpt = 0.0,
@@ -126,7 +132,7 @@ def start(
                                  seed=seed, k=k, profile=profile)
     run_config = round_run_config(task=task, recipe=recipe, min_clients=min_clients,
                                   aggregation=aggregation, timeout=timeout, holdout=holdout,
-                                  stat_bound=stat_bound)
+                                  stat_bound=stat_bound, stage_timeout=stage_timeout)
     run_config.update(dp_run_config(DpSettings(
         epsilon=dp_epsilon, delta=dp_delta, noise_multiplier=dp_noise_multiplier,
         budget_epsilon=dp_budget_epsilon, budget_delta=dp_budget_delta,
@@ -164,18 +170,14 @@ def _print_round(outcome: RoundOutcome) -> None:
 
 def round_run_config(*, task: str, recipe: PersonalizeSettings, min_clients: int,
                      aggregation: str, timeout: float, holdout: float,
-                     stat_bound: float) -> dict[str, object]:
+                     stat_bound: float, stage_timeout: float) -> dict[str, object]:
     """The run config of a round, checked as a client will read it before anything starts
     (a bad value is refused here, naming its key, not after clients trained)."""
-    run_config: dict[str, object] = {
+    return checked_run_config({
         RunKey.MIN_CLIENTS: min_clients, RunKey.AGGREGATION: aggregation,
-        RunKey.TIMEOUT: timeout, RoundKey.TASK: get_task(task).name, RoundKey.HOLDOUT: holdout,
-        RoundKey.STAT_BOUND: stat_bound, **recipe_entries(recipe)}
-    if aggregation not in AGGREGATIONS:
-        raise ConfigError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got "
-                          f"{aggregation!r}.")
-    RoundConfig(**run_config_overrides(run_config))
-    return run_config
+        RunKey.TIMEOUT: timeout, RunKey.STAGE_TIMEOUT: stage_timeout,
+        RoundKey.TASK: get_task(task).name, RoundKey.HOLDOUT: holdout,
+        RoundKey.STAT_BOUND: stat_bound, **recipe_entries(recipe)}, {})
 
 
 def join_instructions(coordinator: Coordinator) -> str:

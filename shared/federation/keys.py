@@ -26,6 +26,10 @@ CLIENTAPP = "oppu.client.client_app:app"
 DEFAULT_ROUND_TIMEOUT = 3600.0
 """Seconds a round waits for clients when the run config names no ``timeout``; the one
 default for the ServerApp, ``oppu-coordinator start`` and ``Coordinator.run_round``."""
+DEFAULT_STAGE_TIMEOUT = 120.0
+"""Seconds a round waits for replies in a stage where clients do not train (SecAgg+'s key
+setup, sharing and unmasking: seconds of work), when the run config names no
+``stage-timeout``."""
 
 
 class RunKey:
@@ -35,6 +39,9 @@ class RunKey:
     MIN_CLIENTS = "min-clients"
     AGGREGATION = "aggregation"
     TIMEOUT = "timeout"
+    """Seconds to wait for clients to join, and for their replies in the training stage."""
+    STAGE_TIMEOUT = "stage-timeout"
+    """Seconds to wait for replies in every other stage (``DEFAULT_STAGE_TIMEOUT``)."""
     DP_EPSILON = "dp-epsilon"
     """Epsilon one round may cost (0: DP off unless a noise multiplier is given)."""
     DP_DELTA = "dp-delta"
