@@ -77,3 +77,18 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+@pytest.mark.benchmark
+def test_a_soak_of_rounds_with_clients_leaving_joining_and_restarting(tmp_path: Path,
+                                                                      monkeypatch):
+    """``python -m oppu.simulations.load.soak``, shortened: every change happens once."""
+    from oppu.simulations.load.soak import main as soak
+
+    monkeypatch.setenv("OPPU_HOME", str(TEST_HOME))
+    report = soak(["--rounds", "4", "--out", str(tmp_path / "soak.json"),
+                   "--work-dir", str(tmp_path / "work")])
+    assert report["rounds_done"] == 4 and not report["lost"]
+    assert report["clients_per_round"] == report["clients_expected"] == [4, 3, 4, 4]
+    assert [r.get("then") for r in report["per_round"]] == ["leave", "join", "restart", None]
+    assert json.loads((tmp_path / "soak.json").read_text())["rounds"] == 4

@@ -72,6 +72,23 @@ class StagedSecAggPlusWorkflow(SecAggPlusWorkflow):
         super().__init__(timeout=timeouts.stage, **kwargs)
         self.timeouts = timeouts
 
+    def share_keys_stage(self, grid: Grid, context, state) -> bool:
+        """Key sharing, then the nodes that left before it ended taken out of the protocol.
+
+        A client masks its vector only with the neighbours whose key shares reached it
+        (``secaggplus_mod._collect_masked_vectors``), so a node that did not answer setup or
+        key sharing is in no one's masks and has no shares to recover. Flower's unmask stage
+        still counts it among the sampled (dead) nodes and asks for its shares, which the
+        survivors do not hold: the round then fails ("Not enough shares", flwr 1.41-1.42).
+        Forgetting it here makes such a dropout cost only itself, as the protocol intends.
+        """
+        ok = super().share_keys_stage(grid, context, state)
+        active = set(state.active_node_ids)
+        state.sampled_node_ids = set(active)
+        state.nid_to_neighbours = {nid: neighbours & active for nid, neighbours
+                                   in state.nid_to_neighbours.items() if nid in active}
+        return ok
+
     def collect_masked_vectors_stage(self, *args) -> bool:
         self.timeout = self.timeouts.train
         try:
