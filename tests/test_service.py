@@ -1,8 +1,9 @@
 """The coordinator as a long-running service: its round log and checks (fast), publishing a
 base while it runs, then end to end on loopback (real SuperLink, real SuperNodes, TLS, node
-authentication): rounds run unattended on a schedule, a client that joins after round 1 takes
-part in round 2, the operator's commands over the real Operator service, and a coordinator
-stopped between rounds restarts on its state dir and finishes its schedule.
+authentication): three rounds run unattended on a schedule, a client that joins after round 1
+takes part in round 2, a client whose history grew continues its adapter on the new items, the
+operator's commands over the real Operator service, and a coordinator killed between rounds
+restarts on its state dir, re-admits the nodes and finishes its schedule.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fault_harness import kill_tree
 from helpers import make_history
 from test_federation import FAST_ROUND, base_artifact
 
@@ -150,7 +152,7 @@ def test_a_coordinator_serves_rounds_unattended_and_resumes_after_a_restart(tmp_
         with coordinator:
             for node in nodes[:2]:
                 node.start(coordinator, enroll=False)
-            service = CoordinatorService(coordinator, Schedule(rounds=2, every=0.0,
+            service = CoordinatorService(coordinator, Schedule(rounds=3, every=0.0,
                                                                min_clients=2),
                                          run_config, round_timeout=900, poll_seconds=1.0,
                                          on_round=after_round)
@@ -166,12 +168,13 @@ def test_a_coordinator_serves_rounds_unattended_and_resumes_after_a_restart(tmp_
                 status = operator_client.status(state)
                 serving.join(timeout=1200)
                 assert not serving.is_alive()
-            assert not operator_file(state).exists()
-        # Stopped between rounds; a new coordinator on the same state dir and port.
+            kill_tree(coordinator.superlink)  # killed between rounds: SuperLink, all
+        assert not operator_file(state).exists()
+        # A new coordinator on the same state dir and port.
         restarted = new_coordinator()
         with restarted:
             _wait_online(restarted, 3)
-            resumed = CoordinatorService(restarted, Schedule(rounds=3, every=0.0,
+            resumed = CoordinatorService(restarted, Schedule(rounds=4, every=0.0,
                                                              min_clients=3),
                                          run_config, round_timeout=900, poll_seconds=1.0,
                                          on_round=outcomes.append)
@@ -184,14 +187,14 @@ def test_a_coordinator_serves_rounds_unattended_and_resumes_after_a_restart(tmp_
     assert sorted(status["enrolled"]) == ["user0", "user1", "user2"]
     assert sum(n["status"] == "online" for n in status["nodes"]) == 3
     entries = RoundLog.open(StateDir(state_dir)).entries
-    assert [e.number for e in entries] == [1, 2, 3, 4]
+    assert [e.number for e in entries] == [1, 2, 3, 4, 5]
     assert all(e.status == "done" for e in entries)
-    assert sorted(e.source for e in entries) == ["operator", *["schedule"] * 3]
-    assert len({e.run_id for e in entries}) == 4
+    assert sorted(e.source for e in entries) == ["operator", *["schedule"] * 4]
+    assert len({e.run_id for e in entries}) == 5
     results = [json.loads(StateDir(state_dir).result_path(e.run_id).read_text())
                for e in entries]
-    assert [r["round"] for r in results] == [1, 2, 3, 4]
-    assert [r["clients"] for r in results] == [2, 3, 3, 3]  # the late client from round 2
+    assert [r["round"] for r in results] == [1, 2, 3, 4, 5]
+    assert [r["clients"] for r in results] == [2, 3, 3, 3, 3]  # the late client from round 2
     for node in nodes[:2]:
         assert all(node.records(e.run_id) for e in entries)
     assert not late.records(entries[0].run_id) and all(

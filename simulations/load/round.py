@@ -41,8 +41,10 @@ def run_round(coordinator: Any, joined: list[SuperNode], aggregation: str, timeo
                          "error": f"only {len(joined)} clients joined: too few for SecAgg+"})
         return None, None, times
     run: dict[str, str] = {}
-    config = {**FAST_ROUND, RunKey.TIMEOUT: timeout, RunKey.MIN_CLIENTS: len(joined),
-              RunKey.AGGREGATION: aggregation}
+    # Every stage may wait as long as training: with --max-clientapps, N clients' key
+    # exchanges queue for K ClientApp slots on one machine (a deployment has one per client).
+    config = {**FAST_ROUND, RunKey.TIMEOUT: timeout, RunKey.STAGE_TIMEOUT: timeout,
+              RunKey.MIN_CLIENTS: len(joined), RunKey.AGGREGATION: aggregation}
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("Clients done training", total=len(joined))
