@@ -81,3 +81,30 @@ def test_custom_task_file_registers_a_task(tmp_path):
                  str(history), "--task", "recipe_cuisine", home=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 valid item" in result.stdout
+
+
+def test_join_shows_each_round_the_client_finished_once(tmp_path, capsys):
+    """``join`` prints the user's own results of every round it finished, from the record
+    the round wrote locally, and each only once."""
+    import json
+
+    from oppu.client.cli.join import show_new_rounds
+
+    records = tmp_path / "federation"
+    records.mkdir()
+    (records / "run-7-round-1.json").write_text(json.dumps({
+        "round": 1, "run_id": "7", "metrics": {"accuracy": 0.5, "f1": 0.25, "count": 2.0},
+        "evaluated": 2, "trained_examples": {"oppu-k0": 4}, "continued": False}))
+    shown = show_new_rounds(records, set())
+    (records / "run-8-round-2.json").write_text(json.dumps({
+        "round": 2, "run_id": "8", "metrics": {"base-k0": {"accuracy": 0.0},
+                                               "oppu-k0": {"accuracy": 1.0}},
+        "evaluated": 2, "trained_examples": {"oppu-k0": 2}, "continued": True}))
+    shown |= show_new_rounds(records, shown)
+    assert show_new_rounds(records, shown) == set()
+    captured = capsys.readouterr()
+    out = " ".join((captured.out + captured.err).split())
+    assert "Round 1 done (run 7): accuracy 0.500, f1 0.250 on your 2 newest items; trained " \
+           "on 4 example(s)." in out
+    assert "Round 2 done (run 8): base-k0: accuracy 0.000; oppu-k0: accuracy 1.000" in out
+    assert "continuing your adapter" in out and out.count("Round 1 done") == 1

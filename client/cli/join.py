@@ -12,6 +12,7 @@ bundle, signed by the coordinator's pinned key (``oppu.shared.federation.fab_tru
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated
@@ -35,6 +36,10 @@ REJOIN_WINDOW_S = 90.0
 """How long a refused key is retried: Flower 1.42 refuses a node key as long as a crashed
 session of it still counts as online (up to 2 x 30 s heartbeats after its last one)."""
 REJOIN_RETRY_S = 5.0
+
+
+ROUND_POLL_S = 2.0
+"""How often ``join`` looks for a round the client finished, to show its results."""
 
 
 def supernode_command(coordinator: str, *, history: Path, data_dir: Path, port: int,
@@ -165,7 +170,7 @@ def join(
     deadline = time.monotonic() + REJOIN_WINDOW_S
     while True:
         mark = log_path.stat().st_size if log_path.is_file() else 0
-        code = _run_supernode(cmd, log_path, env)
+        code = _run_supernode(cmd, log_path, env, data / "federation")
         refused = auth_refusal(_log_after(log_path, mark)) if auth_key and code else None
         if not refused or time.monotonic() > deadline:
             break
@@ -183,11 +188,18 @@ def join(
         raise OppuError(f"The SuperNode stopped ({code}); see {log_path}.")
 
 
-def _run_supernode(cmd: list[str], log_path: Path, env: dict[str, str]) -> int:
-    """Run the SuperNode until it exits; Ctrl-C stops it and leaves the federation."""
+def _run_supernode(cmd: list[str], log_path: Path, env: dict[str, str],
+                   records: Path) -> int:
+    """Run the SuperNode until it exits, showing each round's own results as it ends;
+    Ctrl-C stops it and leaves the federation."""
     proc = launch(cmd, log_path=log_path, env=env)
+    shown = set(records.glob("run-*.json"))
     try:
-        return proc.wait()
+        while proc.poll() is None:
+            time.sleep(ROUND_POLL_S)
+            shown |= show_new_rounds(records, shown)
+        show_new_rounds(records, shown)
+        return proc.returncode
     except KeyboardInterrupt:
         console.print("Leaving the federation...")
         stop(proc)
@@ -195,6 +207,33 @@ def _run_supernode(cmd: list[str], log_path: Path, env: dict[str, str]) -> int:
     finally:
         if proc.poll() is None:
             stop(proc)
+
+
+def show_new_rounds(records: Path, shown: set[Path]) -> set[Path]:
+    """Print the rounds this client finished since ``shown`` (its own records, which never
+    leave the machine); the record files printed."""
+    new = sorted(set(records.glob("run-*.json")) - shown, key=lambda p: p.stat().st_mtime)
+    for path in new:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        metrics = record.get("metrics", {})
+        shown_metrics = "; ".join(
+            f"{name}: {_numbers(values)}" for name, values in metrics.items()
+            if isinstance(values, dict)) or _numbers(metrics)
+        trained = sum((record.get("trained_examples") or {}).values())
+        console.print(
+            f"Round {record.get('round')} done (run {record.get('run_id')}): {shown_metrics} on "
+            f"your {record.get('evaluated')} newest items; trained on {trained} example(s)"
+            f"{', continuing your adapter' if record.get('continued') else ''}. Only encrypted "
+            "statistics left this machine.", highlight=False)
+    return set(new)
+
+
+def _numbers(values: dict) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in values.items()
+                     if isinstance(v, int | float) and k != "count")
 
 
 def _log_after(path: Path, offset: int) -> str:
