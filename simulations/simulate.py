@@ -254,8 +254,11 @@ def simulation_run_config(data: Path, out: Path, task: TaskSpec, cohort: LampCoh
                           pooled: Path | None) -> dict[str, object]:
     return {
         RunKey.MIN_CLIENTS: len(cohort), RunKey.AGGREGATION: settings.aggregation,
-        RunKey.TIMEOUT: settings.timeout, RoundKey.TASK: task.name,
-        RoundKey.SUITE: ",".join(suite), **recipe_entries(settings.personal),
+        # One machine, no reply is lost on a network: every SecAgg+ stage may take as long
+        # as the virtual clients need (a hundred of them queue for a few Ray workers).
+        RunKey.TIMEOUT: settings.timeout, RunKey.STAGE_TIMEOUT: settings.timeout,
+        RoundKey.TASK: task.name, RoundKey.SUITE: ",".join(suite),
+        **recipe_entries(settings.personal),
         RoundKey.LABELS: json.dumps(list(cohort.labels())),
         SimKey.DATA: str(data), SimKey.OUT: str(out), SimKey.MAX_HISTORY: settings.max_history,
         SimKey.POOLED_ADAPTER: str(pooled or ""), SimKey.SHIFT: settings.history_shift,
