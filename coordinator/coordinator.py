@@ -97,6 +97,7 @@ class Coordinator:
         self.superlink: subprocess.Popen | None = None
         self._active_run: str | None = None
         self._current: list[BaseManifest] = []
+        self._base_key_pem = ""
         """The served base of each prompt family, the default first (what rounds name)."""
 
     @property
@@ -127,7 +128,8 @@ class Coordinator:
                                            interceptors=self._interceptors,
                                            extra=self.extra_bases).start()
         self._current = list(self.base_server.manifests)
-        self._write_info(self.base_dir, public_key_pem(signing.public_key()).decode())
+        self._base_key_pem = public_key_pem(signing.public_key()).decode()
+        self._write_info()
         if self.fleet_proxy:
             from oppu.coordinator.fleet_proxy import FleetProxy
 
@@ -144,12 +146,12 @@ class Coordinator:
             sync_registrations(self.state)
         return self
 
-    def _write_info(self, base_dir: Path, base_key_pem: str) -> None:
+    def _write_info(self) -> None:
         """``federation.json`` for the bases served now (the ServerApp reads it each round)."""
         self.state.write_info(FederationInfo(
-            base_dir=str(base_dir), base_version=self._current[0].version,
+            base_dir=str(self.base_dir), base_version=self._current[0].version,
             base_address=f"{self.public_host}:{self.base_server.port}",
-            base_key_pem=base_key_pem, superlink_address=self.client_address,
+            base_key_pem=self._base_key_pem, superlink_address=self.client_address,
             insecure=self.insecure, bases=served_bases(self._current)))
 
     @property
@@ -181,7 +183,7 @@ class Coordinator:
         self._current = current
         if at == 0:
             self.base_dir = directory
-        self._write_info(self.base_dir, FederationInfo.read(self.state.root).base_key_pem)
+        self._write_info()
         return name, manifest.version
 
     def nodes(self) -> list[dict]:

@@ -80,13 +80,17 @@ def remove_key(state: StateDir, name: str) -> bool:
 def node_statuses(state: StateDir) -> list[dict]:
     """Every node the running SuperLink knows: ``{"node_id", "name", "status"}`` each
     (status ``online`` while it heartbeats)."""
+    return list(_node_registry(state, "list the SuperLink's nodes", "--list")["nodes"])
+
+
+def _node_registry(state: StateDir, doing: str, *args: str, stdin: str = "") -> dict:
+    """Run ``oppu.coordinator.node_registry`` against the running SuperLink; its JSON."""
     proc = subprocess.run([sys.executable, "-m", "oppu.coordinator.node_registry", CONNECTION,
-                           "--list"], env=flower_env(state.flwr_home), text=True,
+                           *args], input=stdin, env=flower_env(state.flwr_home), text=True,
                           capture_output=True, timeout=120, check=False)
     if proc.returncode != 0:
-        raise OppuError(f"Could not list the SuperLink's nodes:\n"
-                        f"{(proc.stdout + proc.stderr)[-2000:]}")
-    return list(json_tail(proc.stdout)["nodes"])
+        raise OppuError(f"Could not {doing}:\n{(proc.stdout + proc.stderr)[-2000:]}")
+    return json_tail(proc.stdout)
 
 
 def sync_registrations(state: StateDir) -> dict[str, int]:
@@ -97,13 +101,8 @@ def sync_registrations(state: StateDir) -> dict[str, int]:
     returns {name: node id}. A key revoked earlier cannot come back in that database.
     """
     enrolled = {name: line.decode() for name, line in enrolled_keys(state).items()}
-    proc = subprocess.run([sys.executable, "-m", "oppu.coordinator.node_registry", CONNECTION],
-                          input=json.dumps(enrolled), env=flower_env(state.flwr_home),
-                          text=True, capture_output=True, timeout=120, check=False)
-    if proc.returncode != 0:
-        raise OppuError(f"Could not update the SuperLink's SuperNode keys:\n"
-                        f"{(proc.stdout + proc.stderr)[-2000:]}")
-    result = json_tail(proc.stdout)
+    result = _node_registry(state, "update the SuperLink's SuperNode keys",
+                            stdin=json.dumps(enrolled))
     if result["removed"]:
         log.info("Unregistered SuperNodes no longer enrolled: %s", ", ".join(result["removed"]))
     if result["revoked"]:

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from oppu.coordinator.coordinator import Coordinator
@@ -127,8 +127,6 @@ class CoordinatorService:
 
     def status(self) -> dict:
         """What ``oppu-coordinator status`` prints."""
-        from dataclasses import asdict
-
         from oppu.coordinator.enrollment import enrolled_keys
 
         with self._lock:

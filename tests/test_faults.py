@@ -410,6 +410,40 @@ def test_a_coordinator_crash_mid_round_loses_no_result_and_counts_each_client_on
 
 
 # ---- SecAgg+: a client drops out after the key sharing -----------------------------------
+def _secagg_round_with_a_fault(root: Path, clients: list[FaultClient], round_cfg: dict, *,
+                               victim: FaultClient, stage: str, replies: int,
+                               fault: Callable[[], None], wait: float = WAIT,
+                               round_wait: float = WAIT) -> tuple[CohortResult, float]:
+    """A real coordinator and ``clients``; one round with ``round_cfg`` (its result awaited
+    up to ``round_wait``), and ``fault`` done once ``victim`` has delivered its reply to
+    SecAgg+'s ``stage`` (its ``replies``-th; awaited up to ``wait``). The result, and the
+    seconds from the fault to it."""
+    coordinator = Coordinator(root / "coordinator", base_artifact(), host="127.0.0.1",
+                              port=free_port(), base_port=0)
+    with coordinator:
+        try:
+            for client in clients:
+                client.start(coordinator)
+            for client in clients:
+                client.wait_registered()
+                client.mark_round()
+            with ThreadPoolExecutor(1) as pool:
+                future = pool.submit(coordinator.run_round, round_cfg, timeout=round_wait)
+                try:
+                    wait_until(lambda: any(e["stage"] == stage for e in victim.sent()),
+                               timeout=wait, what=f"{victim.name}'s {stage} reply", poll=0.2,
+                               diagnose=lambda: _diagnose(clients))
+                    victim.wait_sent(replies=replies)  # delivered to the SuperLink
+                    fault()
+                    faulted_at = time.perf_counter()
+                    return future.result(timeout=round_wait), time.perf_counter() - faulted_at
+                except BaseException:
+                    coordinator.stop()  # unblocks run_round
+                    raise
+        finally:
+            _stop_all(clients)
+
+
 @pytest.mark.slow
 def test_secagg_survives_a_dropout_after_key_sharing(tmp_path: Path):
     """Four clients, reconstruction threshold 3: user3 is SIGKILLed right after it sent its
@@ -423,29 +457,9 @@ def test_secagg_survives_a_dropout_after_key_sharing(tmp_path: Path):
     train_previous_adapter(dropout)
     before = dropout.private_digests()
     started = time.perf_counter()
-    coordinator = Coordinator(tmp_path / "coordinator", base_artifact(), host="127.0.0.1",
-                              port=free_port(), base_port=0)
-    with coordinator:
-        try:
-            for client in clients:
-                client.start(coordinator)
-            for client in clients:
-                client.wait_registered()
-                client.mark_round()
-            with ThreadPoolExecutor(1) as pool:
-                future = pool.submit(coordinator.run_round, _round(3, SECAGG), timeout=WAIT)
-                try:
-                    wait_until(lambda: any(e["stage"] == "share_keys" for e in dropout.sent()),
-                               timeout=WAIT, what="user3's share-keys reply",
-                               diagnose=lambda: _diagnose(clients))
-                    dropout.wait_sent(replies=2)  # setup and share-keys, delivered
-                    dropout.kill()
-                    result = future.result(timeout=WAIT)
-                except BaseException:
-                    coordinator.stop()  # unblocks run_round
-                    raise
-        finally:
-            _stop_all(clients)
+    result, _ = _secagg_round_with_a_fault(
+        tmp_path, clients, _round(3, SECAGG), victim=dropout, stage="share_keys", replies=2,
+        fault=dropout.kill)
     survivors = clients[:3]
     records = [c.record(result.run_id) for c in survivors]
     assert None not in records
@@ -473,33 +487,11 @@ def test_a_reply_lost_mid_secagg_ends_its_stage_within_the_stage_timeout(tmp_pat
     stage_timeout, train_timeout = 60.0, 400.0
     clients = _clients(tmp_path, 4)
     lost = clients[3]
-    coordinator = Coordinator(tmp_path / "coordinator", base_artifact(), host="127.0.0.1",
-                              port=free_port(), base_port=0)
-    with coordinator:
-        try:
-            for client in clients:
-                client.start(coordinator)
-            for client in clients:
-                client.wait_registered()
-                client.mark_round()
-            with ThreadPoolExecutor(1) as pool:
-                future = pool.submit(coordinator.run_round, {
-                    **_round(3, SECAGG), RunKey.TIMEOUT: train_timeout,
-                    RunKey.STAGE_TIMEOUT: stage_timeout}, timeout=WAIT + train_timeout)
-                try:
-                    wait_until(lambda: any(e["stage"] == "setup" for e in lost.sent()),
-                               timeout=WAIT, what="user3's setup reply", poll=0.2,
-                               diagnose=lambda: _diagnose(clients))
-                    lost.wait_sent(replies=1)  # delivered: the loss is in key sharing
-                    lost.freeze_apps()
-                    frozen_at = time.perf_counter()
-                    result = future.result(timeout=WAIT + train_timeout)
-                    after_freeze = time.perf_counter() - frozen_at
-                except BaseException:
-                    coordinator.stop()
-                    raise
-        finally:
-            _stop_all(clients)
+    result, after_freeze = _secagg_round_with_a_fault(
+        tmp_path, clients, {**_round(3, SECAGG), RunKey.TIMEOUT: train_timeout,
+                            RunKey.STAGE_TIMEOUT: stage_timeout},
+        victim=lost, stage="setup", replies=1, fault=lost.freeze_apps,
+        round_wait=WAIT + train_timeout)
     survivors = clients[:3]
     records = [c.record(result.run_id) for c in survivors]
     assert None not in records

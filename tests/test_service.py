@@ -30,7 +30,7 @@ from oppu.shared.federation.aggregation_modes import SEALED
 from oppu.shared.federation.keys import RoundKey, RunKey
 from oppu.shared.federation.processes import free_port
 from oppu.shared.llm.base_artifact import write_manifest
-from oppu.simulations.load.supernode import SuperNode
+from oppu.simulations.load.supernode import SuperNode, wait_online
 
 DEFAULTS = {RoundKey.TASK: "LaMP_2N", RunKey.MIN_CLIENTS: 2, RunKey.TIMEOUT: 300.0}
 
@@ -112,13 +112,6 @@ def test_publishing_a_base_serves_it_from_the_next_round(tmp_path: Path):
 
 
 # ---- end to end -----------------------------------------------------------------------------
-def _wait_online(coordinator: Coordinator, count: int, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while coordinator.online_nodes() < count:
-        assert time.monotonic() < deadline, f"fewer than {count} nodes online"
-        time.sleep(2.0)
-
-
 @pytest.mark.slow
 def test_a_coordinator_serves_rounds_unattended_and_resumes_after_a_restart(tmp_path: Path):
     port = free_port()
@@ -146,7 +139,7 @@ def test_a_coordinator_serves_rounds_unattended_and_resumes_after_a_restart(tmp_
             more = make_history(0, items=8)[6:]
             with grown.history_path.open("a") as fh:
                 fh.writelines(json.dumps(item) + "\n" for item in more)
-            _wait_online(coordinator, 3)
+            wait_online(coordinator, 3, timeout=180.0)
 
     try:
         with coordinator:
@@ -173,7 +166,7 @@ def test_a_coordinator_serves_rounds_unattended_and_resumes_after_a_restart(tmp_
         # A new coordinator on the same state dir and port.
         restarted = new_coordinator()
         with restarted:
-            _wait_online(restarted, 3)
+            wait_online(restarted, 3, timeout=180.0)
             resumed = CoordinatorService(restarted, Schedule(rounds=4, every=0.0,
                                                              min_clients=3),
                                          run_config, round_timeout=900, poll_seconds=1.0,

@@ -25,7 +25,7 @@ from typing import Any
 from oppu.shared.federation.keys import RunKey
 from oppu.simulations.load.history import make_history
 from oppu.simulations.load.round import FAST_ROUND
-from oppu.simulations.load.supernode import SuperNode, stop_all
+from oppu.simulations.load.supernode import SuperNode, stop_all, wait_online
 
 JSON_PREFIX = "SOAK_JSON "
 CHANGES = ("leave", "join", "restart")
@@ -37,16 +37,6 @@ def _open_fds(pid: int) -> int:
         return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return -1
-
-
-def _wait_online(coordinator: Any, count: int, timeout: float = 240.0) -> float:
-    """Until ``count`` nodes are online; the seconds it took."""
-    started = time.monotonic()
-    while coordinator.online_nodes() != count:
-        if time.monotonic() - started > timeout:
-            raise TimeoutError(f"{coordinator.online_nodes()} nodes online, not {count}")
-        time.sleep(1.0)
-    return time.monotonic() - started
 
 
 def run_soak(rounds: int, clients: int, work_dir: Path) -> dict[str, Any]:
@@ -94,7 +84,7 @@ def run_soak(rounds: int, clients: int, work_dir: Path) -> dict[str, Any]:
                 online[0].stop()
                 online[0].start(coordinator, enroll=False)
             row["then"] = change
-            row["rejoin_s"] = round(_wait_online(coordinator, len(online)), 1)
+            row["rejoin_s"] = round(wait_online(coordinator, len(online)), 1)
         expected.append(len(online))
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -104,7 +94,7 @@ def run_soak(rounds: int, clients: int, work_dir: Path) -> dict[str, Any]:
         with coordinator:
             for node in online:
                 node.start(coordinator, enroll=False)
-            _wait_online(coordinator, len(online))
+            wait_online(coordinator, len(online))
             expected.append(len(online))
             service = CoordinatorService(
                 coordinator, Schedule(rounds=rounds, every=0.0, min_clients=3),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -178,3 +179,14 @@ def stop_all(nodes: Sequence[SuperNode]) -> None:
     if running:
         with ThreadPoolExecutor(max_workers=min(32, len(running))) as pool:
             list(pool.map(lambda node: node.stop(), running))
+
+
+def wait_online(coordinator: Any, count: int, timeout: float = 240.0) -> float:
+    """Until exactly ``count`` nodes are online at ``coordinator`` (after a node left, too);
+    the seconds it took."""
+    started = time.monotonic()
+    while coordinator.online_nodes() != count:
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"{coordinator.online_nodes()} nodes online, not {count}")
+        time.sleep(1.0)
+    return time.monotonic() - started
