@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from oppu.coordinator.enrollment import enroll_key, remove_key, sync_registrations
+from oppu.coordinator.enrollment import enroll_key, sync_registrations
 from oppu.coordinator.results import CohortResult
 from oppu.coordinator.state import FederationInfo, StateDir
 from oppu.coordinator.superlink import (
@@ -200,11 +200,7 @@ class Coordinator:
         """Accept a SuperNode key (and register it now if the SuperLink runs); its name."""
         name, _ = enroll_key(self.state, public_key, name=name)
         if self.superlink is not None and not self.simulation:
-            try:
-                sync_registrations(self.state)
-            except OppuError:
-                remove_key(self.state, name)
-                raise
+            sync_registrations(self.state)
         return name
 
     def run_round(self, run_config: Mapping[str, object], *, timeout: float = DEFAULT_ROUND_TIMEOUT,

@@ -34,13 +34,17 @@ def superlink_command(state: StateDir, *, host: str, port: int, insecure: bool,
                       fab_gate: bool = False) -> list[str]:
     """``flower-superlink``; with ``simulation`` it runs virtual SuperNodes on Ray itself.
 
+    Its state is Flower's default, in memory: what must outlive it lives in oppu's state dir
+    (enrolled keys, results, ``rounds.json``, base versions in ``federation.json``) and a
+    start restores it (``sync_registrations`` registers every enrolled key anew); SuperNodes
+    of a restarted SuperLink get in again by starting over (``oppu.client.rejoin``).
+
     ``node_auth``: only SuperNodes whose keys were registered (``enroll``) may connect
     (Flower's ``--enable-supernode-auth``, which needs TLS). ``fab_gate``: start it through
     oppu's FAB gate, so its ServerApp processes run only FABs signed by this state dir's key.
     """
     cmd = ["flower-superlink", "--disable-runtime-dependency-installation",
-           "--host", host, "--port", str(port),
-           "--database", str(state.superlink_home / "state.db")]
+           "--host", host, "--port", str(port)]
     if simulation:
         cmd.append("--simulation")
     if node_auth:

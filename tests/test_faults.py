@@ -41,6 +41,7 @@ from helpers import make_history
 from test_federation import FAST_ROUND, TEST_HOME, base_artifact
 
 from oppu.client.base_fetch import PART_SUFFIX, fetch_base
+from oppu.client.rejoin import CONNECTED_MARK
 from oppu.coordinator.base_server import CHUNK_SIZE, BaseStoreServer
 from oppu.coordinator.coordinator import Coordinator
 from oppu.coordinator.results import CohortResult, format_table, read_result
@@ -305,7 +306,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
 def _restart(scene: Scenario, step: Step) -> None:
     """Mid-round (user0 and user2 replied, user1 frozen mid-training) the SuperLink and its
     ServerApp are SIGKILLed; a new coordinator starts on the same state dir and port; the
-    clients find it by themselves; the round is submitted again."""
+    clients get in again (their SuperNodes started over, as `join` does); the round is
+    submitted again."""
     u0, u1, u2, _u3 = scene.clients
     live = (u0, u1, u2)
     for client in live:
@@ -326,11 +328,13 @@ def _restart(scene: Scenario, step: Step) -> None:
     scene.running.append(scene.new_coordinator().start())  # same state dir, same port
     step.facts["results_after_restart"] = digests([results])
     u1.thaw()
-    step.result = scene.running[-1].run_round(cfg, timeout=WAIT)
+    # The new SuperLink starts empty (Flower's in-memory state) with the enrolled keys
+    # registered again: each SuperNode is turned away and starts over, as `join` does.
+    step.result = scene.running[-1].run_round(
+        cfg, timeout=WAIT, on_poll=lambda: [client.keep_in() for client in live])
     step.run_id = step.result.run_id
     step.facts["reconnected"] = {
-        c.name: count_in(c.log, "Connection successful after", after=marks[c.name])
-        for c in live}
+        c.name: count_in(c.log, CONNECTED_MARK, after=marks[c.name]) for c in live}
     step.facts["interrupted_result"] = read_result(scene.running[-1].state, run_a)
     step.facts["u1_ignored"] = u1.lines_since_round("is not in `RUNNING` status")
 
@@ -400,7 +404,7 @@ def test_a_coordinator_crash_mid_round_loses_no_result_and_counts_each_client_on
     records = [c.record(step.run_id) for c in (u0, u1, u2)]
     assert None not in records
     assert result.sums == _exact_sum(records)
-    # The SuperNodes found the new SuperLink by themselves (Flower's retrying client).
+    # The SuperNodes got into the new SuperLink (started over by the harness, as by `join`).
     assert step.facts["reconnected"]["user0"] >= 1 and step.facts["reconnected"]["user2"] >= 1
     interrupted = step.facts["interrupted_result"]
     assert interrupted is None, f"the crashed run published a result: {interrupted}"

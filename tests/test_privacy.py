@@ -3,8 +3,9 @@ not even its own statistics vector in the clear.
 
 The federation runs of ``test_federation.py`` (shared, so they run once per session) record
 every reply each client sends (the ClientApp's audit mod writes the full serialized content
-of each outgoing message) and every request the coordinator's BaseStore receives. The
-SuperLink's own database and log are searched too.
+of each outgoing message) and every request the coordinator's BaseStore receives. Every
+file the SuperLink left (its log, installed app bundles; its state is in memory) is searched
+too.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from test_federation import FAST_ROUND, base_artifact
 
 from oppu.coordinator import operator_client
 from oppu.coordinator.coordinator import Coordinator
+from oppu.coordinator.enrollment import remove_key, sync_registrations
 from oppu.coordinator.operator_server import OperatorServer, operator_file
 from oppu.coordinator.round_log import RoundLog, Schedule
 from oppu.coordinator.service import CoordinatorService, RoundOutcome, checked_run_config
@@ -28,6 +29,7 @@ from oppu.coordinator.state import FederationInfo, StateDir
 from oppu.shared.errors import ConfigError, OppuError
 from oppu.shared.federation.aggregation_modes import SEALED
 from oppu.shared.federation.keys import RoundKey, RunKey
+from oppu.shared.federation.node_auth import load_or_create_node_key
 from oppu.shared.federation.processes import free_port
 from oppu.shared.llm.base_artifact import write_manifest
 from oppu.simulations.load.supernode import SuperNode, wait_online
@@ -161,12 +163,18 @@ def test_a_coordinator_serves_rounds_unattended_and_resumes_after_a_restart(tmp_
                 status = operator_client.status(state)
                 serving.join(timeout=1200)
                 assert not serving.is_alive()
+            # user2's key is removed and enrolled again: the running SuperLink keeps it out,
+            # the restarted one (a fresh, in-memory SuperLink) lets it back in.
+            remove_key(coordinator.state, late.name)
+            sync_registrations(coordinator.state)
+            coordinator.enroll(load_or_create_node_key(late.data_dir)[0].public, name=late.name)
+            assert late.name not in sync_registrations(coordinator.state)
             kill_tree(coordinator.superlink)  # killed between rounds: SuperLink, all
         assert not operator_file(state).exists()
         # A new coordinator on the same state dir and port.
         restarted = new_coordinator()
-        with restarted:
-            wait_online(restarted, 3, timeout=180.0)
+        with restarted:  # a fresh SuperLink: each SuperNode starts over, as `join` does
+            wait_online(restarted, 3, timeout=300.0, keep=nodes)
             resumed = CoordinatorService(restarted, Schedule(rounds=4, every=0.0,
                                                              min_clients=3),
                                          run_config, round_timeout=900, poll_seconds=1.0,

@@ -20,23 +20,13 @@ from typing import Annotated
 import typer
 
 from oppu.client.cli.options import DataDirOpt, DeviceOpt, UserOpt
+from oppu.client.rejoin import Rejoin, auth_refusal, exit_reason
 from oppu.shared.cli_support import console, friendly_errors, stop_cleanly_on_sigterm
 from oppu.shared.errors import OppuError
 from oppu.shared.federation.keys import NodeConfigKey
 from oppu.shared.federation.node_config import node_config_arg
 from oppu.shared.federation.processes import flower_env, free_port, launch, stop
 from oppu.shared.paths import user_dir
-
-AUTH_REFUSED_MARKERS = ("[code: 2004] Failed to activate SuperNode",
-                        "All SuperNodes must be registered via the CLI",
-                        "Invalid SuperNode authentication")
-"""What Flower 1.42's SuperNode logs when the SuperLink does not accept its key (unknown
-key; no key while the SuperLink requires one; a bad signature)."""
-REJOIN_WINDOW_S = 90.0
-"""How long a refused key is retried: Flower 1.42 refuses a node key as long as a crashed
-session of it still counts as online (up to 2 x 30 s heartbeats after its last one)."""
-REJOIN_RETRY_S = 5.0
-
 
 ROUND_POLL_S = 2.0
 """How often ``join`` looks for a round the client finished, to show its results."""
@@ -84,14 +74,6 @@ def supernode_command(coordinator: str, *, history: Path, data_dir: Path, port: 
     from oppu.shared.federation.fab_trust import launch_command
 
     return launch_command("flower-supernode", args, trusted_key=coordinator_key)
-
-
-def auth_refusal(log_text: str) -> str | None:
-    """The line of a SuperNode log that says the SuperLink refused this node's key."""
-    for line in log_text.splitlines():
-        if any(marker in line for marker in AUTH_REFUSED_MARKERS):
-            return line.strip()
-    return None
 
 
 @friendly_errors
@@ -167,25 +149,29 @@ def join(
     stop_cleanly_on_sigterm()
     env = flower_env(data / "flwr")
     console.print(f"Joining {coordinator} (Ctrl-C to leave). Log: {log_path}")
-    deadline = time.monotonic() + REJOIN_WINDOW_S
+    rejoin = Rejoin()
     while True:
         mark = log_path.stat().st_size if log_path.is_file() else 0
         code = _run_supernode(cmd, log_path, env, data / "federation")
-        refused = auth_refusal(_log_after(log_path, mark)) if auth_key and code else None
-        if not refused or time.monotonic() > deadline:
+        this_run = _log_after(log_path, mark)
+        wait = rejoin.after_exit(this_run)
+        if wait is None:
             break
-        # Flower keeps a crashed SuperNode online for up to 2 heartbeats (60 s) and refuses
-        # its key meanwhile, the same way it refuses an unenrolled key: wait that out first.
-        console.print(f"[yellow]Refused ({refused}); retrying in {REJOIN_RETRY_S:.0f} s: a "
-                      "session of this node that crashed stays online for up to a minute.[/]")
-        time.sleep(REJOIN_RETRY_S)
-    if code != 0:
-        if refused:
-            raise OppuError(f"The coordinator refused this node's key ({refused}). Send "
-                            f"{auth_key}.pub to its operator to enroll (`oppu-coordinator "
-                            "enroll`), or join with --no-node-auth if it runs without node "
-                            "authentication.")
-        raise OppuError(f"The SuperNode stopped ({code}); see {log_path}.")
+        refused = auth_refusal(this_run)
+        # Flower keeps a session of this node that failed or crashed online for up to two
+        # 30 s heartbeats and refuses its key meanwhile; a restarted SuperLink drops it.
+        console.print(f"[yellow]The SuperNode exited ({refused or f'code {code}'}); "
+                      f"starting it again in {wait:.0f} s.[/]")
+        time.sleep(wait)
+    refused = auth_refusal(this_run) if auth_key else None
+    if refused:
+        raise OppuError(f"The coordinator refused this node's key ({refused}). Send "
+                        f"{auth_key}.pub to its operator to enroll (`oppu-coordinator "
+                        "enroll`), or join with --no-node-auth if it runs without node "
+                        "authentication.")
+    reason = exit_reason(this_run) or (f"exit status {code}, not back in within "
+                                       f"{rejoin.window_s:.0f} s")
+    raise OppuError(f"The SuperNode stopped ({reason}); see {log_path}.")
 
 
 def _run_supernode(cmd: list[str], log_path: Path, env: dict[str, str],

@@ -16,7 +16,13 @@ from typing import Annotated
 
 import typer
 
-from oppu.coordinator.enrollment import enroll_key, enrolled_keys, remove_key, sync_registrations
+from oppu.coordinator.enrollment import (
+    enroll_key,
+    enrolled_keys,
+    remove_key,
+    revoked_until_restart,
+    sync_registrations,
+)
 from oppu.coordinator.state import StateDir
 from oppu.coordinator.superlink import superlink_running
 from oppu.shared.cli_support import console, friendly_errors
@@ -63,10 +69,8 @@ def enroll(
     if not superlink_running(state):
         console.print("Takes effect when `oppu-coordinator start` next starts the SuperLink.")
         return
-    try:
-        sync_registrations(state)
-    except OppuError:
-        if added is not None:  # e.g. a key revoked before: do not leave it enrolled
-            remove_key(state, added)
-        raise
+    registered = sync_registrations(state)
+    if added is not None and added not in registered:
+        console.print(f"[yellow]{revoked_until_restart([added])}[/]")
+        return
     console.print("The running SuperLink is up to date.")

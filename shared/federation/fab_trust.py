@@ -179,13 +179,18 @@ def launch_command(program: str, args: Sequence[str], *,
 
 
 def _launch(program: str, trusted_key: str | None, args: list[str]) -> None:
-    """Run Flower's ``program`` in this process with the gate scripts first on PATH."""
+    """Run Flower's ``program`` in this process with the gate scripts first on PATH (and
+    oppu's fixes to Flower in place, ``flower_patches``)."""
     if trusted_key and not Path(trusted_key).is_file():
         raise SystemExit(f"oppu: no pinned coordinator key at {trusted_key}")
     home = Path(os.environ.get("FLWR_HOME") or Path.home() / ".flwr")
     bin_dir = write_gate_scripts(home / GATE_BIN)
     os.environ.update(gate_env(trusted_key))
     os.environ["PATH"] = str(bin_dir) + os.pathsep + os.environ.get("PATH", "")
+    if program == "flower-supernode":
+        from oppu.shared.federation.flower_patches import patch_supernode
+
+        patch_supernode()
     module, function = LAUNCHABLE[program]
     sys.argv = [program, *args]
     getattr(__import__(module, fromlist=[function]), function)()

@@ -51,6 +51,7 @@ def client_outcomes(nodes: list[SuperNode], sampler: TreeSampler, run_id: str | 
         per_client.append({
             "client": node.name,
             "connected_s": _since(node.connected_at, t_launch),
+            "relaunches": node.rejoin.relaunches if node.rejoin is not None else 0,
             "result_s": _since(record.stat().st_mtime if record else None, t_submit),
             "replies_s": [_since(t, t_submit) for t in stamps],
             "idle_mb": _mb(sampler.node_idle.get(index, 0)),
@@ -119,6 +120,7 @@ def build_report(clients: int, aggregation: str, used: str, max_clientapps: int 
         "aggregation": result.aggregation if result is not None else used,
         "max_clientapps": max_clientapps,
         "joined": sum(1 for n in nodes if n.connected_at is not None),
+        "relaunched": sum(1 for n in nodes if n.rejoin is not None and n.rejoin.relaunches),
         "finished_locally": finished_locally,
         "served": result.clients if result is not None else 0,
         "failures": len(failures),

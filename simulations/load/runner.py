@@ -42,7 +42,8 @@ def prepare_nodes(root: Path, clients: int, coordinator: Any, *,
 
 
 def wait_for_connections(nodes: list[SuperNode], timeout: float) -> None:
-    """Watch the SuperNodes' logs until each says it is registered (or died, or timeout)."""
+    """Watch the SuperNodes' logs until each says it is registered (or timeout, or it gave
+    up); one that exits first is started again as ``join`` would (``SuperNode.keep_in``)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from oppu.shared.cli_support import console
@@ -51,15 +52,19 @@ def wait_for_connections(nodes: list[SuperNode], timeout: float) -> None:
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("SuperNodes connected", total=len(nodes))
-        pending = list(nodes)
-        while pending and time.monotonic() < deadline:
-            for node in list(pending):
-                if node.poll_exit() is not None:
-                    pending.remove(node)
-                elif node.registered():
-                    node.connected_at = time.time()
-                    pending.remove(node)
-                    progress.advance(task)
+        while time.monotonic() < deadline:
+            waiting = 0
+            for node in nodes:
+                if not node.keep_in():
+                    continue  # gave up: a failure to connect
+                if node.connected_at is None:
+                    if node.registered():
+                        node.connected_at = time.time()
+                    else:
+                        waiting += 1
+            progress.update(task, completed=sum(n.connected_at is not None for n in nodes))
+            if not waiting:
+                return
             time.sleep(0.2)
 
 

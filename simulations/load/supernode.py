@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-CONNECTED_MARK = "SuperNode ID:"
-"""What a SuperNode logs once the SuperLink registered it (flwr 1.42)."""
+from oppu.client.rejoin import CONNECTED_MARK, Rejoin
 
 _Node = TypeVar("_Node", bound="SuperNode")
 
@@ -54,6 +53,9 @@ class SuperNode:
     connected_at: float | None = None
     exited: int | None = None
     stopped: bool = False
+    rejoin: Rejoin | None = None
+    """Set by ``keep_in``: the node is started again when it exits, as ``join`` does."""
+    relaunch_at: float | None = None
 
     @classmethod
     def create(cls: type[_Node], root: Path, name: str, history: Sequence[dict],
@@ -162,6 +164,28 @@ class SuperNode:
             self.exited = self.proc.returncode
         return self.exited
 
+    def keep_in(self) -> bool:
+        """Called while waiting for the node: start it again once it exited by itself, when
+        ``join``'s rule (``oppu.client.rejoin``) says so. Whether it is running or will be
+        again; ``False`` once the rule gave up (``exited`` says how it ended)."""
+        if self.proc is None or self.stopped:
+            return False
+        if self.rejoin is None:
+            self.rejoin = Rejoin()
+        if self.relaunch_at is not None:
+            if time.monotonic() >= self.relaunch_at:
+                self.relaunch_at = None
+                self.launch()
+            return True
+        if self.poll_exit() is None:
+            return True
+        wait = self.rejoin.after_exit(self.log_text(after=self.log_mark))
+        if wait is None:
+            return False
+        self.relaunch_at = time.monotonic() + wait
+        self.connected_at = None
+        return True
+
     def stop(self) -> None:
         """Stop the node, its SuperExec and its ClientApps, gracefully; once."""
         from oppu.shared.federation.processes import stop
@@ -181,12 +205,16 @@ def stop_all(nodes: Sequence[SuperNode]) -> None:
             list(pool.map(lambda node: node.stop(), running))
 
 
-def wait_online(coordinator: Any, count: int, timeout: float = 240.0) -> float:
+def wait_online(coordinator: Any, count: int, timeout: float = 240.0,
+                keep: Sequence[SuperNode] = ()) -> float:
     """Until exactly ``count`` nodes are online at ``coordinator`` (after a node left, too);
-    the seconds it took."""
+    the seconds it took. The nodes in ``keep`` are started again when they exit, as ``join``
+    does (after a coordinator restart they must: its SuperLink forgot their sessions)."""
     started = time.monotonic()
     while coordinator.online_nodes() != count:
         if time.monotonic() - started > timeout:
             raise TimeoutError(f"{coordinator.online_nodes()} nodes online, not {count}")
+        for node in keep:
+            node.keep_in()
         time.sleep(1.0)
     return time.monotonic() - started
