@@ -221,3 +221,24 @@ def test_each_epoch_end_is_told_how_many_epochs_are_done(base) -> None:
         detach_adapter(model)
     assert told == [1, 2]  # stopped after the second epoch, as asked
     assert report.steps == 2
+
+
+def test_kv_cache_paths_use_no_deprecated_argument(monkeypatch) -> None:
+    """transformers 5.24 renamed ``past_key_values`` to ``cache`` and drops the old name in
+    5.40: the prefix-sharing loss and the cached label scoring must already use the new one."""
+    import torch
+    from transformers.utils import generic
+
+    from oppu.shared.llm.inference import _label_logprobs_cached
+
+    warned: list[str] = []
+    monkeypatch.setattr(generic.logger, "warning_once", lambda msg, *a, **k: warned.append(msg))
+    model = _tiny_gqa_llama()
+    batch = _tiny_batch()
+    loss, _ = batch_loss(model, batch, 0, torch.device("cpu"), share_prefix=True)
+    labels = torch.tensor([[30, 31, 41], [32, 41, 0]])
+    valid = labels != 0
+    with torch.inference_mode():
+        scores = _label_logprobs_cached(model, list(range(3, 23)), labels, valid)
+    assert torch.isfinite(loss) and torch.isfinite(scores).all()
+    assert not [msg for msg in warned if "past_key_values" in msg]

@@ -49,13 +49,13 @@ def _label_logprobs_cached(model, prompt_ids, batch, valid):
     prompt = torch.tensor([prompt_ids], device=device)
     out = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
     first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts label token 0
-    cache = out.past_key_values
+    cache = out.cache
     cache.batch_repeat_interleave(n)
     p = len(prompt_ids)
     mask = torch.cat([torch.ones((n, p), dtype=torch.long, device=device), valid.long()], dim=1)
     positions = torch.arange(p, p + width, device=device).expand(n, width)
     rest = model(input_ids=batch, attention_mask=mask, position_ids=positions,
-                 past_key_values=cache, use_cache=True).logits.float()
+                 cache=cache, use_cache=True).logits.float()
     rest = torch.log_softmax(rest[:, :-1], dim=-1)  # position t predicts label token t+1
     token_lp = torch.cat(
         [first[batch[:, :1]], rest.gather(-1, batch[:, 1:, None]).squeeze(-1)], dim=1

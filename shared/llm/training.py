@@ -119,7 +119,7 @@ MIN_SHARED_PREFIX = 16
 """Shorter common prefixes are not worth a separate forward pass."""
 
 
-def answer_loss(model, ids, mask, positions, labels, past_key_values=None):
+def answer_loss(model, ids, mask, positions, labels, cache=None):
     """Mean cross-entropy over answer tokens, computing logits only where answers are.
 
     Rows are left-padded, so answers end every row and only the last few positions need the
@@ -133,7 +133,7 @@ def answer_loss(model, ids, mask, positions, labels, past_key_values=None):
         positions = None  # peft prepends virtual tokens and ignores position ids (RoPE is
         # relative, so left padding shifts no attention score between real tokens)
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep,
-                past_key_values=past_key_values, use_cache=past_key_values is not None)
+                cache=cache, use_cache=cache is not None)
     logits = out.logits[:, -keep:-1, :].float()
     target = labels[:, ids.shape[1] - keep + 1 :]
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
@@ -153,12 +153,12 @@ def batch_loss(model, batch: Sequence[Tokenized], pad_id: int, device, *, share_
     import torch
 
     head = torch.tensor([batch[0].input_ids[:prefix]], device=device)
-    cache = model(input_ids=head, use_cache=True, logits_to_keep=1).past_key_values
+    cache = model(input_ids=head, use_cache=True, logits_to_keep=1).cache
     cache.batch_repeat_interleave(len(batch))
     ids, mask, positions, labels = (
         t.to(device) for t in collate_after_prefix(batch, prefix, pad_id)
     )
-    loss = answer_loss(model, ids, mask, positions, labels, past_key_values=cache)
+    loss = answer_loss(model, ids, mask, positions, labels, cache=cache)
     return loss, int(mask.sum())
 
 
