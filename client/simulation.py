@@ -29,9 +29,11 @@ from flwr.app import Context
 
 from oppu.client.round_bases import RoundBases, load_round_bases
 from oppu.client.variant_cache import load_variant, save_variant, variant_key
+from oppu.shared.data.items import mean_item_words
 from oppu.shared.federation.keys import PERSONAL_BLOCK, NodeConfigKey, SimKey
 from oppu.shared.federation.round_config import RoundConfig
-from oppu.shared.resources import process_peak_rss_mb
+from oppu.shared.resources import process_peak_rss_mb, process_rss_bytes
+from oppu.shared.timing import phase, time_split
 
 log = logging.getLogger("oppu.client.federation")
 
@@ -162,17 +164,19 @@ def run_simulated_user(round_cfg: RoundConfig, context: Context) -> list[float]:
                for q in user.answered]
     variants = suite_variants(round_cfg)
     pooled = str(context.run_config.get(SimKey.POOLED_ADAPTER, "") or "")
-    loaded = simulation_bases(round_cfg, context)
     metric = make_metric(task.kind, labels)
     keys = variant_keys(round_cfg, context, variants)
     cached = {v: c for v in variants if (c := load_variant(user_dir, v, keys[v])) is not None}
     todo = [v for v in variants if v not in cached]
     started = time.perf_counter()
-    fresh = run_variants(loaded.model, loaded.tokenizer, task, history, queries, todo,
-                         round_cfg.recipe(), labels=labels or None,
-                         store=AdapterStore(user_dir),
-                         pooled_adapter=Path(pooled) if pooled else None,
-                         bases=loaded.bases) if todo else None
+    with time_split() as split:
+        with phase("base"):  # fetched, verified and loaded once per worker
+            loaded = simulation_bases(round_cfg, context)
+        fresh = run_variants(loaded.model, loaded.tokenizer, task, history, queries, todo,
+                             round_cfg.recipe(), labels=labels or None,
+                             store=AdapterStore(user_dir),
+                             pooled_adapter=Path(pooled) if pooled else None,
+                             bases=loaded.bases) if todo else None
     seconds_now = time.perf_counter() - started
     for name in todo:
         save_variant(user_dir, name, keys[name], fresh.results[name], fresh.seconds[name],
@@ -188,14 +192,17 @@ def run_simulated_user(round_cfg: RoundConfig, context: Context) -> list[float]:
         "format": RECORD_FORMAT, "user": user.user_id, "partition": user.partition,
         "task": task.name, "kind": task.kind.value, "labels": list(labels),
         "history_items": len(user.history), "train_items": len(history),
+        "train_item_words_mean": round(mean_item_words(history, task), 1),
         "queries": len(queries), "stat_names": metric.stat_names(), "variants": list(variants),
         "vectors": {v: metric.to_vector(outcome.results[v].stats) for v in variants},
         "pairs": {p: outcome.pair_vector(metric, p) for p in round_cfg.pairs},
         "metrics": {v: metric.compute(outcome.results[v].stats) for v in variants},
         "seconds": outcome.seconds, "adapters": outcome.adapters,
         "seconds_total": round(seconds_now + sum(c.seconds for c in cached.values()), 2),
+        "seconds_this_run": round(seconds_now, 3), "time_split": split,
         "variants_cached": sorted(cached),
         "worker_pid": os.getpid(), "worker_peak_rss_mb": process_peak_rss_mb(),
+        "worker_rss_mb": round(process_rss_bytes(os.getpid()) / 2**20, 1),
         "worker_model_loads": _LOADS[0], "base_version": round_cfg.base_version,
         "bases": loaded.versions}
     write_text_atomic(record_path, json.dumps(record, indent=2, default=_json_number))

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 from oppu.shared.metrics import MetricSpec, make_metric
-from oppu.shared.personal.evaluation import EvalQuery, has_labels, metric_labels, predict
+from oppu.shared.personal.evaluation import EvalQuery, has_labels, metric_labels, predictions
 from oppu.shared.tasks import TaskSpec
 
 
@@ -146,8 +146,8 @@ class BaseScorer:
         return self.metric.compute(self.metric.stats_for(predictions, golds))[self.metric.primary]
 
     def score(self, model, tokenizer) -> float:
-        return self._value([predict(model, tokenizer, self.task, q.input, retrieved=q.retrieved,
-                                    profile=q.profile) for q in self.check])
+        asked = [(q.input, q.retrieved, q.profile) for q in self.check]
+        return self._value(list(predictions(model, tokenizer, self.task, asked)))
 
     def trivial(self, answers: dict[str, str]) -> dict[str, float]:
         return {name: self._value([answer] * len(self.check)) for name, answer in answers.items()}

@@ -11,7 +11,8 @@ Three phases, each announced on stderr with its time:
    with the same first step on CPU in fp32: same user, seed, adapter init and batch (LoRA's B
    starts at zero, so that loss is the base's own on the batch: the difference is precision).
 2. label scoring: the project's closed-label scoring (``label_scores``; LaMP_2N offers 25
-   labels) on ~20 queries with the user's adapter on, one query at a time, after a warm-up.
+   labels) on ~20 queries with the user's adapter on, scored together as an evaluation
+   does, after a warm-up.
 3. simulation: ``run_simulation`` of 20 test users, ``--num-gpus`` of the GPU per virtual client
    so several share it (``base-k0,oppu-k0``, short histories, one quickly adapted plain base):
    users per hour of the round.
@@ -225,7 +226,8 @@ def compare_first_step(device_loss: float, cpu_loss: float, tolerance: float) ->
 
 
 def time_label_scoring(model, tokenizer, dataset, count: int) -> dict:
-    """Seconds per query of ``label_scores`` over ``count`` queries, after one warm-up."""
+    """Seconds per query of ``label_scores`` over ``count`` queries scored together, as an
+    evaluation scores them, after one warm-up."""
     from oppu.shared.errors import OppuError
     from oppu.shared.personal.evaluation import EvalQuery, has_labels, label_scores
 
@@ -235,18 +237,13 @@ def time_label_scoring(model, tokenizer, dataset, count: int) -> dict:
                         "closed label set (e.g. LaMP_2N): pass such a directory with --data.")
     queries = [EvalQuery(q.input, q.gold or "") for q in dataset.queries[:count]]
     label_scores(model, tokenizer, task, queries[:1])  # warm-up: kernels, allocator
-    seconds, labels = [], []
-    for query in queries:
-        start = time.perf_counter()
-        [(offered, _scores)] = label_scores(model, tokenizer, task, [query])
-        seconds.append(time.perf_counter() - start)
-        labels.append(len(offered))
-    ordered = sorted(seconds)
-    return {"task": task.name, "queries": len(queries), "labels_per_query_max": max(labels),
-            "seconds_total": round(sum(seconds), 4),
-            "seconds_per_query": round(sum(seconds) / len(seconds), 4),
-            "seconds_per_query_median": round(ordered[len(ordered) // 2], 4),
-            "seconds_per_query_max": round(ordered[-1], 4)}
+    start = time.perf_counter()
+    scored = label_scores(model, tokenizer, task, queries)
+    seconds = time.perf_counter() - start
+    return {"task": task.name, "queries": len(queries),
+            "labels_per_query_max": max(len(offered) for offered, _ in scored),
+            "seconds_total": round(seconds, 4),
+            "seconds_per_query": round(seconds / len(queries), 4)}
 
 
 # ---- phase 3: a simulation sharing the device ------------------------------------------------

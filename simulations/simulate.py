@@ -328,34 +328,61 @@ def collect_records(out: Path, cohort: LampCohort, suite: tuple[str, ...],
 
 def simulation_cost(records: list[dict], result: CohortResult, memory: PeakMemory,
                     run_started: float) -> dict:
-    """What the users cost: per-user time, throughput, memory (whole tree and per worker).
+    """What the users cost: per-user time and where it went, throughput, memory (whole tree,
+    per worker, and each worker's resident memory after every user).
 
     Per-user figures come from the users' records, so users a rerun answered from an
-    earlier record (``resumed``) keep what they cost then. Users per hour is the throughput
-    of one worker (3600 / mean seconds per user; Ray runs ``cpus / num-cpus`` at once); the
-    round's own wall time and the whole-tree memory describe this run only.
+    earlier record (``resumed``) keep what they cost then. Users per hour per worker is
+    3600 / mean seconds per user (Ray runs ``cpus / num-cpus`` workers at once); users per
+    hour is this run's own: its fresh users over the round's wall time. The time split sums
+    the fresh users' phases; what the workers' share of the round holds beyond them is the
+    framework's (Flower, Ray, SecAgg+) and the wait for the slowest worker.
     """
     seconds = [float(r.get("seconds_total", 0.0)) for r in records]
     per_user = [{"user": r["user"], "train_items": r["train_items"],
                  "history_items": r["history_items"], "seconds": r.get("seconds_total"),
+                 "train_item_words_mean": r.get("train_item_words_mean"),
+                 "time_split": r.get("time_split"),
+                 "worker_pid": r.get("worker_pid"),
                  "worker_peak_rss_mb": r.get("worker_peak_rss_mb"),
+                 "worker_rss_mb": r.get("worker_rss_mb"),
+                 "finished": r.get("_mtime"),
                  "resumed": r.get("_mtime", run_started) < run_started} for r in records]
     fresh = [r for r, u in zip(records, per_user, strict=True) if not u["resumed"]]
     mean = sum(seconds) / len(seconds) if seconds else 0.0
     ordered = sorted(seconds)
+    workers = len({r.get("worker_pid") for r in fresh})
     return {
         "users": len(records),
         "resumed": sum(u["resumed"] for u in per_user),
         "round_seconds": round(result.seconds, 1),
         "users_per_hour_per_worker": round(3600 / mean, 1) if mean else None,
+        "users_per_hour": (round(3600 * len(fresh) / result.seconds, 1)
+                           if fresh and result.seconds else None),
         "user_seconds_median": ordered[len(ordered) // 2] if ordered else None,
         "user_seconds_max": ordered[-1] if ordered else None,
+        "time_split": time_split_of(fresh, workers * result.seconds),
         "peak_rss_mb_all_processes": memory.peak_mb,
         "worker_peak_rss_mb_max": max((r.get("worker_peak_rss_mb") or 0.0 for r in records),
                                       default=None),
-        "workers_this_run": len({r.get("worker_pid") for r in fresh}),
+        "workers_this_run": workers,
         "per_user": per_user,
     }
+
+
+def time_split_of(fresh: list[dict], worker_seconds: float) -> dict | None:
+    """Seconds per phase summed over the users this run computed, with the framework's
+    share of the workers' time (``worker_seconds``) beside them; None without splits."""
+    splits = [r["time_split"] for r in fresh if r.get("time_split")]
+    if not splits:
+        return None
+    total: dict[str, float] = {}
+    for split in splits:
+        for name, value in split.items():
+            total[name] = total.get(name, 0.0) + float(value)
+    in_users = sum(float(r.get("seconds_this_run", 0.0)) for r in fresh)
+    total["framework"] = max(worker_seconds - in_users, 0.0)
+    return {name: round(value, 1) for name, value in total.items()}
 
 
 def _settings_summary(settings: SimulationSettings) -> dict:

@@ -29,7 +29,7 @@ FIELDS = {
     "first_step": {"device_loss", "cpu_fp32_loss", "relative_difference", "tolerance",
                    "passed"},
     "label_scoring": {"task", "queries", "labels_per_query_max", "seconds_total",
-                      "seconds_per_query", "seconds_per_query_median", "seconds_per_query_max"},
+                      "seconds_per_query"},
     "simulation": {"users", "suite", "max_history", "num_cpus", "num_gpus",
                    "clients_at_once_max", "workers", "aggregation", "round_seconds",
                    "seconds_total", "users_per_hour", "users_per_hour_per_worker",
@@ -89,13 +89,13 @@ def test_cuda_training_reports_memory_and_its_first_step_matches_cpu_fp32(cuda_u
 
 @needs_cuda
 @pytest.mark.slow
-def test_cuda_label_scoring_times_every_query(cuda_user):
+def test_cuda_label_scoring_times_the_queries_together(cuda_user):
     from oppu.shared.data import load_lamp
 
     _measured, model, tokenizer, _cpu_loss = cuda_user
     scoring = gpu_check.time_label_scoring(model, tokenizer, load_lamp(sample_dir()), 5)
     assert scoring["queries"] == 5 and scoring["labels_per_query_max"] == 25
-    assert 0 < scoring["seconds_per_query_median"] <= scoring["seconds_per_query_max"]
+    assert 0 < scoring["seconds_per_query"] * 5 == pytest.approx(scoring["seconds_total"], rel=1e-2)
 
 
 def test_first_step_comparison_passes_only_within_tolerance():

@@ -13,7 +13,12 @@ import torch
 from oppu.shared.errors import ModelNotFoundError
 from oppu.shared.llm import model as model_mod
 from oppu.shared.llm.chat import render_prompt
-from oppu.shared.llm.inference import _label_logprobs_full, choose_label, label_log_likelihoods
+from oppu.shared.llm.inference import (
+    _label_logprobs_full,
+    choose_label,
+    iter_label_scores,
+    label_log_likelihoods,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -76,20 +81,33 @@ def test_greedy_answer_is_sensible(base):
     assert "Paris" in answer
 
 
-def test_label_scoring_with_kv_cache_matches_full_forward(base):
-    labels = ["politics", "sports", "food & drink", "religion"]
+def test_packed_label_scoring_matches_one_row_per_label(base):
+    labels = ["politics", "sports", "food & drink", "religion", "style & beauty"]
     prompt = "Which category fits this article? article: The senate passed the budget bill."
-    cached = label_log_likelihoods(base.model, base.tokenizer, prompt, labels)
+    packed = label_log_likelihoods(base.model, base.tokenizer, prompt, labels)
     from oppu.shared.llm.chat import encode_answer, encode_prompt
 
-    ids = [encode_answer(base.tokenizer, label) for label in labels]
-    width = max(map(len, ids))
-    batch = torch.full((len(ids), width), base.tokenizer.pad_token_id)
-    valid = torch.zeros((len(ids), width), dtype=torch.bool)
-    for row, seq in enumerate(ids):
-        batch[row, : len(seq)] = torch.tensor(seq)
-        valid[row, : len(seq)] = True
     with torch.inference_mode():
-        full = _label_logprobs_full(base.model, encode_prompt(base.tokenizer, prompt), batch, valid)
-    assert torch.allclose(torch.tensor(cached), full, atol=1e-3)
-    assert choose_label(base.model, base.tokenizer, prompt, labels) in labels
+        full = _label_logprobs_full(base.model, encode_prompt(base.tokenizer, prompt),
+                                    [encode_answer(base.tokenizer, label) for label in labels],
+                                    base.tokenizer.pad_token_id)
+    assert torch.allclose(torch.tensor(packed), full, atol=1e-3)
+    assert choose_label(base.model, base.tokenizer, prompt, labels) == labels[int(full.argmax())]
+
+
+def test_queries_scored_together_share_their_prefix_and_match_one_by_one(base):
+    """The shared instruction runs once; every query (the cache cropped back after each)
+    scores exactly as alone, whatever its length or label set."""
+    instruction = ("Which category does this article relate to among the following categories?"
+                   " Just answer with the category name. categories: [politics, sports, "
+                   "food & drink, religion, style & beauty] article: ")
+    queries = [(instruction + "The senate passed the budget bill.",
+                ["politics", "sports", "food & drink", "religion", "style & beauty"]),
+               (instruction + "A late goal won the cup final for the home side after a long "
+                "and tiring season.", ["politics", "sports"]),
+               (instruction + "Ten recipes for a quick weeknight dinner.",
+                ["food & drink", "religion", "style & beauty"])]
+    together = list(iter_label_scores(base.model, base.tokenizer, queries))
+    for (prompt, labels), scores in zip(queries, together, strict=True):
+        alone = label_log_likelihoods(base.model, base.tokenizer, prompt, labels)
+        assert scores == pytest.approx(alone, abs=1e-3)

@@ -379,6 +379,49 @@ def test_cost_section_fits_growth_with_history_length(tmp_path):
         cost_figure({"per_user": per_user[:1]}, tmp_path / "none.png")
 
 
+def test_cost_section_splits_time_and_follows_worker_memory(tmp_path):
+    """Appendix B's second half (item length), where the time went, and each worker's
+    memory after every user: flat memory reads flat, a leak reads as a slope."""
+    from oppu.simulations.cost_report import (
+        cost_figure,
+        cost_markdown,
+        growth_fit,
+        memory_growth,
+        worker_memory,
+    )
+    from oppu.simulations.simulate import time_split_of
+
+    per_user = [{"user": f"u{i}", "train_items": 16, "train_item_words_mean": words,
+                 "seconds": 5 + 0.25 * words, "worker_pid": 7 + i % 2, "finished": float(i),
+                 "worker_rss_mb": 3000.0 + (40.0 * i if i % 2 else 1.0 * (i % 4))}
+                for i, words in enumerate((10, 20, 30, 40, 50, 60, 70, 80))]
+    assert growth_fit(per_user, "train_item_words_mean") == pytest.approx((5.0, 0.25))
+    traces = worker_memory(per_user)
+    assert traces["7"] == [3000.0, 3002.0, 3000.0, 3002.0]  # finished order kept
+    assert memory_growth({"7": traces["7"]})["rise_mb_max"] == 2.0
+    leak = memory_growth(traces)
+    assert leak["rise_mb_max"] == 240.0 and leak["slope_mb_per_user_max"] == 80.0
+
+    fresh = [{"seconds_this_run": 10.0, "time_split": {"training": 6.0, "evaluation": 3.0,
+                                                       "base": 0.5, "other": 0.5}},
+             {"seconds_this_run": 10.0, "time_split": {"training": 7.0, "evaluation": 2.0,
+                                                       "other": 1.0}},
+             {"seconds_this_run": 5.0}]  # a record from before the split existed
+    split = time_split_of(fresh, worker_seconds=30.0)
+    assert split == {"training": 13.0, "evaluation": 5.0, "base": 0.5, "other": 1.5,
+                     "framework": 5.0}
+    assert time_split_of([{"seconds_this_run": 1.0}], 2.0) is None
+
+    cost = {"users": 8, "round_seconds": 60.0, "users_per_hour": 480.0,
+            "time_split": split, "per_user": per_user}
+    text = "\n".join(cost_markdown(cost))
+    assert "training 52.0%" in text and "framework 20.0%" in text
+    assert "everything but training and evaluation: 28.0%" in text
+    assert "480.0 users per hour in this run" in text
+    assert "rose by at most 240 MB" in text and "0.25 s per word" in text
+    assert cost_figure(cost, tmp_path / "cost.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_shift_table_sets_each_variant_beside_its_shifted_self():
     from oppu.simulations.shift_report import shift_markdown, shift_rows
 

@@ -224,6 +224,14 @@ def test_simulation_writes_report_and_adapters_and_keeps_the_base_once(smoke):
     assert table["cost"]["users"] == SMOKE_USERS and table["cost"]["resumed"] == 0
     assert table["cost"]["users_per_hour_per_worker"] > 0
     assert table["cost"]["peak_rss_mb_all_processes"] > 0
+    # Where each user's time went, and the worker's memory after every user.
+    for record in records:
+        split = record["time_split"]
+        assert split["training"] > 0 and split["evaluation"] > 0
+        assert sum(split.values()) == pytest.approx(record["seconds_this_run"], rel=0.05)
+        assert record["worker_rss_mb"] > 0 and record["train_item_words_mean"] > 0
+    assert set(table["cost"]["time_split"]) >= {"training", "evaluation", "base", "framework"}
+    assert "everything but training and evaluation" in markdown
     # The base travelled over the BaseStore (TLS), into one cache all virtual clients share.
     assert [p.name for p in (out / "base-cache").iterdir() if p.is_dir()] \
         == [table["base_version"]]

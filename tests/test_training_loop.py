@@ -223,22 +223,48 @@ def test_each_epoch_end_is_told_how_many_epochs_are_done(base) -> None:
     assert report.steps == 2
 
 
-def test_kv_cache_paths_use_no_deprecated_argument(monkeypatch) -> None:
+def test_kv_cache_path_uses_no_deprecated_argument(monkeypatch) -> None:
     """transformers 5.24 renamed ``past_key_values`` to ``cache`` and drops the old name in
-    5.40: the prefix-sharing loss and the cached label scoring must already use the new one."""
+    5.40: the prefix-sharing loss must already use the new one."""
     import torch
     from transformers.utils import generic
 
-    from oppu.shared.llm.inference import _label_logprobs_cached
-
     warned: list[str] = []
     monkeypatch.setattr(generic.logger, "warning_once", lambda msg, *a, **k: warned.append(msg))
-    model = _tiny_gqa_llama()
-    batch = _tiny_batch()
-    loss, _ = batch_loss(model, batch, 0, torch.device("cpu"), share_prefix=True)
-    labels = torch.tensor([[30, 31, 41], [32, 41, 0]])
-    valid = labels != 0
-    with torch.inference_mode():
-        scores = _label_logprobs_cached(model, list(range(3, 23)), labels, valid)
-    assert torch.isfinite(loss) and torch.isfinite(scores).all()
+    loss, _ = batch_loss(_tiny_gqa_llama(), _tiny_batch(), 0, torch.device("cpu"),
+                         share_prefix=True)
+    assert torch.isfinite(loss)
     assert not [msg for msg in warned if "past_key_values" in msg]
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_label_scoring_matches_one_row_per_label(attn: str) -> None:
+    """Queries packed into one pass, their labels after their prompts under a block mask,
+    score exactly as separate rows: a label that is only EOS, labels sharing first tokens,
+    prompts of different lengths, and after a shared prefix in the cache."""
+    import torch
+
+    from oppu.shared.llm.inference import (
+        _label_logprobs_full,
+        _label_logprobs_packed,
+        _prefix_cache,
+    )
+
+    model = _tiny_gqa_llama(attn).eval()
+    prefix = list(range(3, 23))
+    queries = [([50, 51, 52], [[30, 31, 2], [30, 2], [2], [40, 41, 42, 43, 2]]),
+               ([53], [[30, 31, 32, 2], [30, 2]]),
+               ([54, 55, 56, 57, 58, 59], [[44, 2], [2], [45, 46, 2]])]
+    with torch.inference_mode():
+        alone = [_label_logprobs_full(model, prefix + prompt, labels, 0)
+                 for prompt, labels in queries]
+        packed = _label_logprobs_packed(model, [(prefix + p, labels) for p, labels in queries])
+        cache = _prefix_cache(model, prefix)
+        after_prefix = _label_logprobs_packed(model, queries, cache)
+        assert cache.get_seq_length() == len(prefix)  # left as it was found
+        again = _label_logprobs_packed(model, queries[1:], cache)
+    for expected, got, cached in zip(alone, packed, after_prefix, strict=True):
+        assert torch.allclose(got, expected, atol=1e-5)
+        assert torch.allclose(cached, expected, atol=1e-5)
+    for expected, got in zip(alone[1:], again, strict=True):
+        assert torch.allclose(got, expected, atol=1e-5)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -118,6 +118,12 @@ def parse_timestamp(value: Any) -> float | None:
 def item_words(item: Mapping[str, Any], spec: TaskSpec) -> int:
     """Words over the task's string fields: what training will read."""
     return sum(len(item[f].split()) for f in spec.item_fields if isinstance(item.get(f), str))
+
+
+def mean_item_words(items: Sequence[Mapping[str, Any]], spec: TaskSpec) -> float:
+    """Mean ``item_words`` over ``items`` (0 when none): how long a user's items are, which
+    a user's cost grows with besides their number."""
+    return sum(item_words(item, spec) for item in items) / len(items) if items else 0.0
 
 
 _SURROGATE_MESSAGE = ("holds an invalid character (a lone \\ud800-\\udfff escape) that "

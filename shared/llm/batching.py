@@ -74,6 +74,10 @@ def collate_left_padded(batch: Sequence[Tokenized], pad_id: int):
     return ids, mask, positions, labels
 
 
+MIN_SHARED_PREFIX = 16
+"""Shorter common prefixes are not worth a separate forward pass."""
+
+
 def shared_prompt_prefix(batch: Sequence[Tokenized]) -> int:
     """Length of the prompt prefix every example of the batch shares token for token.
 
@@ -82,15 +86,19 @@ def shared_prompt_prefix(batch: Sequence[Tokenized]) -> int:
     of the shared-prefix path. At least one prompt token is left to each example so every
     answer token is predicted from the per-example part.
     """
-    first = batch[0].input_ids
     limit = min(
         next((i for i, t in enumerate(item.labels) if t != IGNORE), len(item.labels))
         for item in batch
     ) - 1
-    n = 0
-    while n < limit and all(item.input_ids[n] == first[n] for item in batch):
+    return common_prefix_length([item.input_ids for item in batch], limit)
+
+
+def common_prefix_length(sequences: Sequence[Sequence[int]], limit: int) -> int:
+    """How many leading tokens all ``sequences`` share, at most ``limit`` (0 if negative)."""
+    first, n = sequences[0], 0
+    while n < limit and all(seq[n] == first[n] for seq in sequences):
         n += 1
-    return max(n, 0)
+    return n
 
 
 def collate_after_prefix(batch: Sequence[Tokenized], prefix: int, pad_id: int):

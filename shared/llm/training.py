@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 from oppu.shared.llm.batching import (
     IGNORE,
+    MIN_SHARED_PREFIX,
     Tokenized,
     collate_after_prefix,
     collate_left_padded,
@@ -113,10 +114,6 @@ def contiguous_head_input(model) -> Iterator[None]:
         yield
     finally:
         handle.remove()
-
-
-MIN_SHARED_PREFIX = 16
-"""Shorter common prefixes are not worth a separate forward pass."""
 
 
 def answer_loss(model, ids, mask, positions, labels, cache=None):

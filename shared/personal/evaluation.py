@@ -6,11 +6,12 @@ import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from oppu.shared.llm.inference import generate_answer, label_log_likelihoods
+from oppu.shared.llm.inference import generate_answer, iter_label_scores
 from oppu.shared.metrics import make_metric
 from oppu.shared.personal.label_prior import LabelPrior
 from oppu.shared.retrieval import HistoryIndex
 from oppu.shared.tasks import TaskKind, TaskSpec
+from oppu.shared.timing import phase
 
 
 @dataclass(frozen=True)
@@ -43,15 +44,35 @@ def predict(
     profile: str | None = None,
     prior: LabelPrior | None = None,
 ) -> str:
-    """The model's answer to one query: best-scoring label (with the user's label prior
-    when one was chosen), or a greedy first line."""
+    """The model's answer to one query (see ``predictions``)."""
+    return next(predictions(model, tokenizer, task, [(query_input, retrieved, profile)],
+                            prior=prior))
+
+
+def predictions(
+    model,
+    tokenizer,
+    task: TaskSpec,
+    queries: Sequence[tuple[str, Sequence[Mapping], str | None]],
+    *,
+    prior: LabelPrior | None = None,
+) -> Iterator[str]:
+    """The model's answer to each ``(input, retrieved items, profile)`` query, in order: the
+    best-scoring label (with the user's label prior when one was chosen; the queries are
+    scored together, their shared prompt prefix once), or a greedy first line."""
+    prompts = [task.build_prompt(text, retrieved=retrieved, profile=profile)
+               for text, retrieved, profile in queries]
     if has_labels(task):
-        labels, scores = _scored_labels(model, tokenizer, task, query_input, retrieved, profile)
-        return (prior or LabelPrior({})).choose(labels, scores)
-    prompt = task.build_prompt(query_input, retrieved=retrieved, profile=profile)
-    return task.parse_prediction(
-        generate_answer(model, tokenizer, prompt, max_new_tokens=task.max_new_tokens), ()
-    )
+        chooser = prior or LabelPrior({})
+        label_sets = [task.label_set(text) for text, _, _ in queries]
+        scores = iter_label_scores(model, tokenizer, list(zip(prompts, label_sets, strict=True)))
+        for labels, scored in zip(label_sets, scores, strict=True):
+            yield chooser.choose(labels, scored)
+        return
+    for prompt in prompts:
+        yield task.parse_prediction(
+            generate_answer(model, tokenizer, prompt, max_new_tokens=task.max_new_tokens), ()
+        )
 
 
 def has_labels(task: TaskSpec) -> bool:
@@ -91,16 +112,18 @@ def evaluate_queries(
     labels = tuple(labels) if labels is not None else metric_labels(task, queries)
     metric = make_metric(task.kind, labels)
     stats = metric.new_stats()
-    predictions, golds = [], []
-    pairs = zip(queries, retrieved_items(task, queries, k, retrieval, seed), strict=True)
-    for query, retrieved in tqdm(pairs, total=len(queries), desc="evaluating", unit="query",
-                                 disable=not show_progress, leave=False):
-        prediction = predict(model, tokenizer, task, query.input, retrieved=retrieved,
-                             profile=profile, prior=prior)
-        metric.update(stats, prediction, query.gold)
-        predictions.append(prediction)
-        golds.append(query.gold)
-    return EvalResult(labels, stats, metric.compute(stats), predictions, golds)
+    answered, golds = [], []
+    with phase("evaluation"):  # retrieval included
+        asked = [(query.input, retrieved, profile) for query, retrieved in
+                 zip(queries, retrieved_items(task, queries, k, retrieval, seed), strict=True)]
+        answers = predictions(model, tokenizer, task, asked, prior=prior)
+        for query, prediction in tqdm(zip(queries, answers, strict=True), total=len(queries),
+                                      desc="evaluating", unit="query",
+                                      disable=not show_progress, leave=False):
+            metric.update(stats, prediction, query.gold)
+            answered.append(prediction)
+            golds.append(query.gold)
+    return EvalResult(labels, stats, metric.compute(stats), answered, golds)
 
 
 def retrieved_items(task: TaskSpec, queries: Sequence[EvalQuery], k: int,
@@ -126,17 +149,13 @@ def label_scores(model, tokenizer, task: TaskSpec, queries: Sequence[EvalQuery],
                  ) -> list[tuple[tuple[str, ...], list[float]]]:
     """Each query's labels and their log-likelihoods: scored once, decided many ways (the
     label prior's weights in selection)."""
-    return [_scored_labels(model, tokenizer, task, query.input, retrieved, profile)
-            for query, retrieved in zip(queries, retrieved_items(task, queries, k), strict=True)]
-
-
-def _scored_labels(model, tokenizer, task: TaskSpec, query_input: str,
-                   retrieved: Sequence[Mapping], profile: str | None
-                   ) -> tuple[tuple[str, ...], list[float]]:
-    """The query's labels and the log-likelihood of each after its prompt."""
-    prompt = task.build_prompt(query_input, retrieved=retrieved, profile=profile)
-    labels = task.label_set(query_input)
-    return labels, label_log_likelihoods(model, tokenizer, prompt, labels)
+    with phase("evaluation"):  # retrieval included
+        asked = [(task.build_prompt(query.input, retrieved=retrieved, profile=profile),
+                  task.label_set(query.input))
+                 for query, retrieved in zip(queries, retrieved_items(task, queries, k),
+                                             strict=True)]
+        return [(labels, scores) for (_, labels), scores
+                in zip(asked, iter_label_scores(model, tokenizer, asked), strict=True)]
 
 
 def heldout_queries(

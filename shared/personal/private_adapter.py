@@ -12,6 +12,7 @@ from oppu.shared.personal.peft_methods import PeftSettings
 from oppu.shared.personal.recipe import PersonalizeSettings
 from oppu.shared.retrieval import HistoryIndex
 from oppu.shared.tasks import Example, TaskSpec
+from oppu.shared.timing import phase
 
 
 def training_examples(
@@ -76,7 +77,8 @@ def train_private_adapter(
     """Train the trainable (adapter) parameters of ``model`` on this user's history only."""
     if not history:
         raise ValueError("This user's history is empty: there is nothing to personalize on.")
-    examples = training_examples(task, history, settings.k, labels, profile)
+    with phase("training"):  # retrieving each example's items included
+        examples = training_examples(task, history, settings.k, labels, profile)
     return train_on_examples(model, tokenizer, examples, settings.train,
                              epochs=settings.train.epochs or task.epochs,
                              show_progress=show_progress, description=description,
@@ -88,10 +90,11 @@ def train_on_examples(model, tokenizer, examples: Sequence[Example], train: Trai
                       description: str = "personalizing",
                       on_epoch_end: Callable[[int], bool] | None = None) -> TrainReport:
     """The one way any adapter trains (private, pooled, task adaptation): tokenize, loop."""
-    tokenized = [tokenize_example(tokenizer, ex, train.max_length) for ex in examples]
-    return train_loop(model, tokenized, train, epochs=epochs, pad_id=tokenizer.pad_token_id,
-                      description=description, show_progress=show_progress,
-                      on_epoch_end=on_epoch_end)
+    with phase("training"):
+        tokenized = [tokenize_example(tokenizer, ex, train.max_length) for ex in examples]
+        return train_loop(model, tokenized, train, epochs=epochs, pad_id=tokenizer.pad_token_id,
+                          description=description, show_progress=show_progress,
+                          on_epoch_end=on_epoch_end)
 
 
 def detach_adapter(peft_model):

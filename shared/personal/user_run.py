@@ -46,6 +46,7 @@ from oppu.shared.personal.selection import (
 from oppu.shared.personal.variants import Variant
 from oppu.shared.retrieval import HistoryIndex
 from oppu.shared.tasks import TaskSpec
+from oppu.shared.timing import phase
 
 
 class AdapterSink(Protocol):
@@ -69,9 +70,10 @@ def user_profile(model, tokenizer, task: TaskSpec, history: Sequence[Mapping], m
     """
     if mode == "none" or not history:
         return None
-    if store is None:
-        return build_profile(model, tokenizer, task, history, mode=mode)
-    return ProfileCache(store.root).get_or_build(model, tokenizer, task, history, mode=mode)
+    with phase("profile"):
+        if store is None:
+            return build_profile(model, tokenizer, task, history, mode=mode)
+        return ProfileCache(store.root).get_or_build(model, tokenizer, task, history, mode=mode)
 
 
 def target_text(task: TaskSpec, item: Mapping) -> str:
