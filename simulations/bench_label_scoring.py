@@ -1,0 +1,72 @@
+"""Label scoring's seconds per query on this machine, at each k, scored together (as an
+evaluation does) and one at a time.
+
+    python -m oppu.simulations.bench_label_scoring --queries 15 --k 0,1,4
+
+Prints one line per k and a ``LABEL_SCORING_JSON {...}`` line; the issue 15 target is at most
+0.5 s per query for a 25-label task on this CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+
+JSON_PREFIX = "LABEL_SCORING_JSON "
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="../shared/data/huffpost_lamp2n",
+                        help="a LaMP directory of a closed-label task")
+    parser.add_argument("--queries", type=int, default=15)
+    parser.add_argument("--k", default="0,1,4", help="retrieved items per prompt, comma-separated")
+    parser.add_argument("--base-model", default=None, help="default: the embedded model")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    from oppu.shared.data.lamp import load_lamp
+    from oppu.shared.llm.chat import encode_prompt
+    from oppu.shared.llm.inference import iter_label_scores
+    from oppu.shared.llm.model import load_base_model
+    from oppu.shared.retrieval import HistoryIndex
+
+    args = parse_args(argv)
+    model, tokenizer, _plan = load_base_model(args.base_model, device="cpu")
+    dataset = load_lamp(args.data)
+    task = dataset.spec
+    queries = dataset.queries[: args.queries]
+    result: dict = {"task": task.name, "queries": len(queries), "by_k": {}}
+    for k in (int(v) for v in args.k.split(",")):
+        asked = []
+        for query in queries:
+            retrieved = (HistoryIndex(task, query.profile).top_k(
+                task.retrieval_query(query.input), k) if k else ())
+            asked.append((task.build_prompt(query.input, retrieved=retrieved),
+                          task.label_set(query.input)))
+        list(iter_label_scores(model, tokenizer, asked[:1]))  # warm-up
+        start = time.perf_counter()
+        list(iter_label_scores(model, tokenizer, asked))
+        together = (time.perf_counter() - start) / len(asked)
+        start = time.perf_counter()
+        for one in asked:
+            list(iter_label_scores(model, tokenizer, [one]))
+        alone = (time.perf_counter() - start) / len(asked)
+        lengths = sorted(len(encode_prompt(tokenizer, prompt)) for prompt, _ in asked)
+        row = {"seconds_per_query_together": round(together, 3),
+               "seconds_per_query_alone": round(alone, 3),
+               "labels": max(len(labels) for _, labels in asked),
+               "prompt_tokens_median": lengths[len(lengths) // 2]}
+        result["by_k"][str(k)] = row
+        print(f"k={k}: {together:.3f} s/query together, {alone:.3f} s/query alone "
+              f"({row['labels']} labels, median prompt {row['prompt_tokens_median']} tokens)",
+              flush=True)
+    print(JSON_PREFIX + json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
