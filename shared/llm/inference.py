@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from oppu.shared.llm.batching import MIN_SHARED_PREFIX, common_prefix_length
 from oppu.shared.llm.chat import encode_answer, encode_prompt
 
-PACK_TOKENS = 768
+PACK_TOKENS = 384
 """Tokens of one packed forward pass: the masked attention computes all pairs, so longer
 passes waste more of it (~10% here) for little better matrix-product efficiency."""
 
