@@ -32,7 +32,7 @@ from oppu.client.variant_cache import load_variant, save_variant, variant_key
 from oppu.shared.data.items import mean_item_words
 from oppu.shared.federation.keys import PERSONAL_BLOCK, NodeConfigKey, SimKey
 from oppu.shared.federation.round_config import RoundConfig
-from oppu.shared.resources import process_peak_rss_mb, process_rss_bytes
+from oppu.shared.resources import process_peak_rss_mb, process_rss_bytes, release_memory
 from oppu.shared.timing import phase, time_split
 
 log = logging.getLogger("oppu.client.federation")
@@ -188,6 +188,7 @@ def run_simulated_user(round_cfg: RoundConfig, context: Context) -> list[float]:
         {v: a for v in variants
          if (a := cached[v].adapter if v in cached else fresh.adapters.get(v))},
         {}, len(history), len(queries))
+    release_memory()  # glibc keeps freed activations otherwise: the worker's RSS steps up
     record = {
         "format": RECORD_FORMAT, "user": user.user_id, "partition": user.partition,
         "task": task.name, "kind": task.kind.value, "labels": list(labels),
