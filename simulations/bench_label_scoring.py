@@ -30,35 +30,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict:
     from oppu.shared.data.lamp import load_lamp
     from oppu.shared.llm.chat import encode_prompt
-    from oppu.shared.llm.inference import iter_label_scores
     from oppu.shared.llm.model import load_base_model
-    from oppu.shared.retrieval import HistoryIndex
+    from oppu.shared.personal.evaluation import EvalQuery, label_scores, retrieved_items
 
     args = parse_args(argv)
     model, tokenizer, _plan = load_base_model(args.base_model, device="cpu")
     dataset = load_lamp(args.data)
     task = dataset.spec
-    queries = dataset.queries[: args.queries]
+    queries = [EvalQuery(q.input, q.gold or "", tuple(q.profile))
+               for q in dataset.queries[: args.queries]]
     result: dict = {"task": task.name, "queries": len(queries), "by_k": {}}
     for k in (int(v) for v in args.k.split(",")):
-        asked = []
+        label_scores(model, tokenizer, task, queries[:1], k=k)  # warm-up
+        start = time.perf_counter()
+        scored = label_scores(model, tokenizer, task, queries, k=k)
+        together = (time.perf_counter() - start) / len(queries)
+        start = time.perf_counter()
         for query in queries:
-            retrieved = (HistoryIndex(task, query.profile).top_k(
-                task.retrieval_query(query.input), k) if k else ())
-            asked.append((task.build_prompt(query.input, retrieved=retrieved),
-                          task.label_set(query.input)))
-        list(iter_label_scores(model, tokenizer, asked[:1]))  # warm-up
-        start = time.perf_counter()
-        list(iter_label_scores(model, tokenizer, asked))
-        together = (time.perf_counter() - start) / len(asked)
-        start = time.perf_counter()
-        for one in asked:
-            list(iter_label_scores(model, tokenizer, [one]))
-        alone = (time.perf_counter() - start) / len(asked)
-        lengths = sorted(len(encode_prompt(tokenizer, prompt)) for prompt, _ in asked)
+            label_scores(model, tokenizer, task, [query], k=k)
+        alone = (time.perf_counter() - start) / len(queries)
+        lengths = sorted(len(encode_prompt(tokenizer, task.build_prompt(q.input, retrieved=r)))
+                         for q, r in zip(queries, retrieved_items(task, queries, k), strict=True))
         row = {"seconds_per_query_together": round(together, 3),
                "seconds_per_query_alone": round(alone, 3),
-               "labels": max(len(labels) for _, labels in asked),
+               "labels": max(len(labels) for labels, _ in scored),
                "prompt_tokens_median": lengths[len(lengths) // 2]}
         result["by_k"][str(k)] = row
         print(f"k={k}: {together:.3f} s/query together, {alone:.3f} s/query alone "

@@ -60,16 +60,15 @@ def predictions(
     """The model's answer to each ``(input, retrieved items, profile)`` query, in order: the
     best-scoring label (with the user's label prior when one was chosen; the queries are
     scored together, their shared prompt prefix once), or a greedy first line."""
-    prompts = [task.build_prompt(text, retrieved=retrieved, profile=profile)
-               for text, retrieved, profile in queries]
     if has_labels(task):
         chooser = prior or LabelPrior({})
-        label_sets = [task.label_set(text) for text, _, _ in queries]
-        scores = iter_label_scores(model, tokenizer, list(zip(prompts, label_sets, strict=True)))
-        for labels, scored in zip(label_sets, scores, strict=True):
+        asked = _label_prompts(task, queries)
+        for (_, labels), scored in zip(asked, iter_label_scores(model, tokenizer, asked),
+                                       strict=True):
             yield chooser.choose(labels, scored)
         return
-    for prompt in prompts:
+    for text, retrieved, profile in queries:
+        prompt = task.build_prompt(text, retrieved=retrieved, profile=profile)
         yield task.parse_prediction(
             generate_answer(model, tokenizer, prompt, max_new_tokens=task.max_new_tokens), ()
         )
@@ -150,12 +149,18 @@ def label_scores(model, tokenizer, task: TaskSpec, queries: Sequence[EvalQuery],
     """Each query's labels and their log-likelihoods: scored once, decided many ways (the
     label prior's weights in selection)."""
     with phase("evaluation"):  # retrieval included
-        asked = [(task.build_prompt(query.input, retrieved=retrieved, profile=profile),
-                  task.label_set(query.input))
-                 for query, retrieved in zip(queries, retrieved_items(task, queries, k),
-                                             strict=True)]
+        asked = _label_prompts(task, [(query.input, retrieved, profile) for query, retrieved
+                                      in zip(queries, retrieved_items(task, queries, k),
+                                             strict=True)])
         return [(labels, scores) for (_, labels), scores
                 in zip(asked, iter_label_scores(model, tokenizer, asked), strict=True)]
+
+
+def _label_prompts(task: TaskSpec, queries: Sequence[tuple[str, Sequence[Mapping], str | None]]
+                   ) -> list[tuple[str, tuple[str, ...]]]:
+    """Each ``(input, retrieved items, profile)`` query as its prompt and offered labels."""
+    return [(task.build_prompt(text, retrieved=retrieved, profile=profile), task.label_set(text))
+            for text, retrieved, profile in queries]
 
 
 def heldout_queries(
