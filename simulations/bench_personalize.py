@@ -16,8 +16,11 @@ identical sequences, for the same epochs:
 By default oppu uses the reference's batch size too, so both take the same optimizer steps.
 Each pipeline runs in its own subprocess (``--only reference|optimized``), so each reports
 its own peak RSS; ``--repeats N`` alternates them N times and reports each one's median run.
-Wall time covers tokenization and training, not loading the model. The result is a table, a
-``BENCH_JSON {...}`` line on stdout and the same JSON in ``--out``.
+Wall time covers tokenization and training, not loading the model. torch's FLOP counter counts
+what each run executes; with this CPU's matmul peak (``torch.mm`` on the model's shapes,
+measured in each run) that gives the share of the peak each pipeline reaches (``bench_flops``).
+Progress goes to stderr while it runs. The result is a table, a ``BENCH_JSON {...}`` line on
+stdout and the same JSON in ``--out``.
 
 This module is the command line and the two-process driver; the shared recipe and user are in
 ``bench_recipe``, the reference pipeline in ``bench_reference``, the in-process run (and
@@ -128,9 +131,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
             print(JSON_PREFIX + text)
         return result
     refs, opts = [], []
-    for _ in range(args.repeats):
-        refs.append(_run_child("reference", raw))
-        opts.append(_run_child("optimized", raw))
+    for repeat in range(1, args.repeats + 1):
+        for which, runs in (("reference", refs), ("optimized", opts)):
+            print(f"[run {repeat}/{args.repeats}] {which}: loading, training...", file=sys.stderr,
+                  flush=True)
+            runs.append(_run_child(which, raw))
+            print(f"[run {repeat}/{args.repeats}] {which}: {runs[-1]['seconds']:.1f} s, "
+                  f"{runs[-1]['tokens_per_second']:.0f} tokens/s", file=sys.stderr, flush=True)
     result = summarize(refs, opts, args)
     print_table(result)
     from oppu.simulations.bench_output import publish_result

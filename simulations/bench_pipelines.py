@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from oppu.simulations.bench_flops import counted_flops, matmul_peak_gflops
 from oppu.simulations.bench_recipe import (
     LORA,
     MAX_GRAD_NORM,
@@ -36,14 +37,16 @@ def train_optimized(model, tokenizer, bench: BenchUser, args) -> dict:
     tokenized = tokenized_examples(tokenizer, bench, args.max_length)  # for the fingerprint
     peak_before = peak_rss_mb()
     start = time.perf_counter()
-    report = train_private_adapter(model, tokenizer, bench.task, bench.history, settings,
-                                   labels=bench.labels, show_progress=False)
+    with counted_flops() as flops:
+        report = train_private_adapter(model, tokenizer, bench.task, bench.history, settings,
+                                       labels=bench.labels, description="optimized")
     seconds = time.perf_counter() - start
     return {
         "examples": report.examples,
         "fingerprint": fingerprint(tokenized),
         "tokens_per_epoch": sum(len(t.input_ids) for t in tokenized),
         "steps": report.steps,
+        "flops": flops["total"],
         "tokens": report.tokens,
         "seconds": seconds,
         "loop_seconds": report.seconds,
@@ -76,6 +79,7 @@ def run_pipeline(which: str, args) -> dict:
         result = train_optimized(peft_model, tokenizer, bench, args)
     result["peak_rss_mb"] = peak_rss_mb()
     result["tokens_per_second"] = result["tokens"] / result["seconds"]
+    result["matmul_peak"] = _matmul_peak(model, args)
     if args.eval and bench.queries:
         scored = evaluate_queries(peft_model, tokenizer, bench.task, bench.queries,
                                   labels=bench.labels)
@@ -84,3 +88,15 @@ def run_pipeline(which: str, args) -> dict:
     result.update(pipeline=which, threads=torch.get_num_threads(), device=plan.device,
                   user=bench.name, task=bench.task.name, items=len(bench.history))
     return result
+
+
+def _matmul_peak(model, args) -> dict:
+    """This CPU's (or GPU's) matmul peak on the model's shapes, in oppu's training dtype."""
+    from oppu.shared.llm.training import autocast_enabled
+
+    device_type = next(model.parameters()).device.type
+    dtype = ("bfloat16" if autocast_enabled(args.optimized_bf16, device_type)
+             else str(next(model.parameters()).dtype).removeprefix("torch."))
+    config = model.config
+    return matmul_peak_gflops(config.hidden_size, config.intermediate_size, dtype=dtype,
+                              device=device_type)

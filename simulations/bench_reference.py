@@ -25,6 +25,7 @@ from oppu.simulations.bench_recipe import (
 
 def train_reference(model, tokenizer, bench: BenchUser, args, *, use_cpu: bool) -> dict:
     """OPPU.py's per-user training with HF Trainer; ``model`` carries a fresh LoRA."""
+    from tqdm.auto import tqdm
     from transformers import (
         DataCollatorForSeq2Seq,
         Trainer,
@@ -32,6 +33,8 @@ def train_reference(model, tokenizer, bench: BenchUser, args, *, use_cpu: bool) 
         TrainingArguments,
     )
     from transformers.trainer_callback import PrinterCallback
+
+    from oppu.simulations.bench_flops import counted_flops
 
     class CountingTrainer(Trainer):
         """Counts the non-pad and padded tokens of every batch the loss is computed on."""
@@ -46,12 +49,25 @@ def train_reference(model, tokenizer, bench: BenchUser, args, *, use_cpu: bool) 
             return super().compute_loss(model, inputs, *rest, **kwargs)
 
     class LossLog(TrainerCallback):
+        """Keeps every step's loss and shows progress (Trainer's own bar is off)."""
+
         def __init__(self) -> None:
             self.losses: list[float] = []
+            self.bar = None
+
+        def on_train_begin(self, _args, state, _control, **_kwargs):
+            self.bar = tqdm(total=state.max_steps, desc="reference", unit="step", leave=False)
+
+        def on_step_end(self, _args, _state, _control, **_kwargs):
+            self.bar.update(1)
 
         def on_log(self, _args, _state, _control, logs=None, **_kwargs):
             if logs and "loss" in logs:
                 self.losses.append(float(logs["loss"]))
+                self.bar.set_postfix(loss=f"{self.losses[-1]:.3f}")
+
+        def on_train_end(self, _args, _state, _control, **_kwargs):
+            self.bar.close()
 
     tokenizer.padding_side = "left"  # OPPU.py: padding_side="left", pad = eos
     tokenizer.pad_token = tokenizer.eos_token
@@ -98,7 +114,8 @@ def train_reference(model, tokenizer, bench: BenchUser, args, *, use_cpu: bool) 
             callbacks=[log],
         )
         trainer.remove_callback(PrinterCallback)  # disable_tqdm prints every log otherwise
-        output = trainer.train()
+        with counted_flops() as flops:
+            output = trainer.train()
         seconds = time.perf_counter() - start
     # Undo what training set up, so evaluation runs like oppu's: fp32, KV cache on.
     trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
@@ -109,6 +126,7 @@ def train_reference(model, tokenizer, bench: BenchUser, args, *, use_cpu: bool) 
         "fingerprint": fingerprint(tokenized),
         "tokens_per_epoch": sum(len(t.input_ids) for t in tokenized),
         "steps": int(output.global_step),
+        "flops": flops["total"],
         "tokens": trainer.tokens,
         "padding_share": 1 - trainer.tokens / trainer.cells if trainer.cells else 0.0,
         "seconds": seconds,

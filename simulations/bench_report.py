@@ -8,8 +8,8 @@ from typing import Any
 
 from oppu.simulations.bench_recipe import default_data
 
-VERSION = 1
-"""Of the result's JSON layout."""
+VERSION = 2
+"""Of the result's JSON layout (2: FLOP counts, rates and the matmul peak)."""
 
 
 def median_run(runs: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
@@ -23,6 +23,10 @@ def summarize(refs: Sequence[Mapping[str, Any]], opts: Sequence[Mapping[str, Any
         return a / b if b else None
 
     ref, opt = median_run(refs), median_run(opts)
+    ref, opt = dict(ref), dict(opt)
+    peaks = [r["matmul_peak"] for r in (*refs, *opts) if r.get("matmul_peak")]
+    peak = max(peaks, key=lambda p: p["gflops"]) if peaks else None
+    add_flop_rates(ref, opt, peak["gflops"] if peak else 0.0)
     return {
         "benchmark": "bench_personalize",
         "version": VERSION,
@@ -38,8 +42,9 @@ def summarize(refs: Sequence[Mapping[str, Any]], opts: Sequence[Mapping[str, Any
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "identical_examples": ref["fingerprint"] == opt["fingerprint"]
         and ref["user"] == opt["user"],
-        "reference": dict(ref),
-        "optimized": dict(opt),
+        "matmul_peak": peak,
+        "reference": ref,
+        "optimized": opt,
         "ratio": ratio(opt["tokens_per_second"], ref["tokens_per_second"]),
         "wall_speedup": ratio(ref["seconds"], opt["seconds"]),
         "peak_rss_ratio": ratio(opt["peak_rss_mb"], ref["peak_rss_mb"]),
@@ -48,6 +53,28 @@ def summarize(refs: Sequence[Mapping[str, Any]], opts: Sequence[Mapping[str, Any
                  "wall_speedups": [ratio(r["seconds"], o["seconds"])
                                    for r, o in zip(refs, opts, strict=True)]},
     }
+
+
+def add_flop_rates(ref: dict, opt: dict, peak_gflops: float) -> None:
+    """Each run's counted and useful FLOP rates, and their shares of the matmul peak.
+
+    Counted: the FLOPs the run itself executed (the reference's include its activation
+    recomputation and full-vocabulary logits). Useful: the FLOPs oppu's loop needs for the
+    same tokens, over each run's own wall time, so the two rates compare like tokens/s.
+    """
+    from oppu.simulations.bench_flops import flop_rates
+
+    useful = opt.get("flops")
+    for run in (ref, opt):
+        if run.get("flops") is None or useful is None:
+            continue
+        counted = flop_rates(run["flops"], run["seconds"], peak_gflops)
+        wanted = flop_rates(useful, run["seconds"], peak_gflops)
+        run.update(gflop=run["flops"] / 1e9,
+                   counted_gflops_per_second=counted["gflops_per_second"],
+                   counted_peak_fraction=counted["peak_fraction"],
+                   useful_gflops_per_second=wanted["gflops_per_second"],
+                   useful_peak_fraction=wanted["peak_fraction"])
 
 
 def print_table(result: Mapping[str, Any]) -> None:
@@ -78,6 +105,10 @@ def print_table(result: Mapping[str, Any]) -> None:
     row("padding share", "padding_share", ".1%")
     row("wall time, s", "seconds", ".1f", True)
     row("tokens/s", "tokens_per_second", ".1f", True)
+    row("GFLOP executed (torch's counter)", "gflop", ".0f", True)
+    row("GFLOPS executed", "counted_gflops_per_second", ".1f")
+    row("GFLOPS useful (oppu's FLOPs / wall)", "useful_gflops_per_second", ".1f", True)
+    row("useful share of matmul peak", "useful_peak_fraction", ".1%")
     row("peak RSS, MB", "peak_rss_mb", ".0f", True)
     row("peak RSS before training, MB", "peak_rss_before_train_mb", ".0f")
     row("first loss", "first_loss", ".3f")
@@ -88,3 +119,8 @@ def print_table(result: Mapping[str, Any]) -> None:
         table.add_row(f"eval {metric}", *(format(v, fmt) if v is not None else "-"
                                           for v in cells), "")
     Console().print(table)
+    peak = result.get("matmul_peak")
+    if peak:
+        print(f"matmul peak: {peak['gflops']:.1f} GFLOPS ({peak['dtype']}, {peak['threads']} "
+              f"thread(s), torch.mm {peak['shape'][0]}x{peak['shape'][1]} @ "
+              f"{peak['shape'][1]}x{peak['shape'][2]}, best of all runs)")

@@ -29,13 +29,28 @@ def test_tiny_benchmark_reports_both_pipelines(base, tmp_path, capsys):
     assert result["ratio"] > 0
     assert result["ratio"] == pytest.approx(
         result["optimized"]["tokens_per_second"] / result["reference"]["tokens_per_second"])
+    peak = result["matmul_peak"]
+    assert peak["gflops"] > 0 and peak["dtype"] == "float32"
+    for pipeline in ("reference", "optimized"):
+        run = result[pipeline]
+        assert run["flops"] > 0
+        assert run["useful_gflops_per_second"] == pytest.approx(
+            result["optimized"]["flops"] / run["seconds"] / 1e9)
+        assert run["useful_peak_fraction"] == pytest.approx(
+            run["useful_gflops_per_second"] / peak["gflops"])
+    # The reference recomputes activations (checkpointing) and projects every position onto
+    # the vocabulary; oppu does neither, so it executes fewer FLOPs for the same tokens.
+    assert result["reference"]["flops"] > result["optimized"]["flops"]
 
 
 def test_repeated_runs_report_each_pipelines_median_run():
-    def run(which: str, seconds: float) -> dict:
+    def run(which: str, seconds: float, peak: float = 100.0) -> dict:
         return {"pipeline": which, "seconds": seconds, "tokens_per_second": 1000 / seconds,
                 "peak_rss_mb": 100.0, "task": "LaMP_2N", "user": "u", "items": 3,
-                "tokens_per_epoch": 500, "threads": 2, "device": "cpu", "fingerprint": "f"}
+                "tokens_per_epoch": 500, "threads": 2, "device": "cpu", "fingerprint": "f",
+                "flops": int(6e12 if which == "reference" else 3e12),
+                "matmul_peak": {"gflops": peak, "dtype": "float32", "threads": 2,
+                                "shape": [1024, 576, 1536], "device": "cpu"}}
 
     refs = [run("reference", s) for s in (300.0, 240.0, 260.0)]  # drifting machine
     opts = [run("optimized", s) for s in (50.0, 80.0, 60.0)]
@@ -43,3 +58,37 @@ def test_repeated_runs_report_each_pipelines_median_run():
     assert result["reference"]["seconds"] == 260.0 and result["optimized"]["seconds"] == 60.0
     assert result["ratio"] == pytest.approx(260.0 / 60.0)
     assert result["runs"]["wall_speedups"] == pytest.approx([6.0, 3.0, 260.0 / 60.0])
+    # Rates are the median runs'; the peak is the best any run measured.
+    assert result["matmul_peak"]["gflops"] == 100.0
+    assert result["optimized"]["useful_gflops_per_second"] == pytest.approx(3e12 / 60 / 1e9)
+    assert result["reference"]["useful_gflops_per_second"] == pytest.approx(3e12 / 260 / 1e9)
+    assert result["reference"]["counted_gflops_per_second"] == pytest.approx(6e12 / 260 / 1e9)
+    assert result["optimized"]["useful_peak_fraction"] == pytest.approx(0.5)
+
+
+def test_flop_counter_counts_cpu_flash_attention_as_torch_counts_any_attention():
+    import torch
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    from oppu.simulations.bench_flops import counted_flops
+
+    q = torch.randn(2, 9, 40, 64, requires_grad=True)
+    k = torch.randn(2, 3, 40, 64, requires_grad=True)
+    v = torch.randn(2, 3, 40, 64, requires_grad=True)
+    mask = torch.ones(40, 40, dtype=torch.bool).tril()
+    with counted_flops() as flops:
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                               enable_gqa=True)
+        out.sum().backward()
+    expected = (sdpa_flop_count(q.shape, k.shape, v.shape)
+                + sdpa_backward_flop_count(out.shape, q.shape, k.shape, v.shape))
+    assert flops["total"] == expected > 0
+
+
+def test_matmul_peak_is_measured_on_the_given_shapes():
+    from oppu.simulations.bench_flops import flop_rates, matmul_peak_gflops
+
+    peak = matmul_peak_gflops(64, 128, rows=(32, 64), seconds=0.01)
+    assert peak["gflops"] > 0 and peak["shape"][0] in (32, 64)
+    assert sorted(peak["shape"][1:]) == [64, 128]
+    assert flop_rates(int(4e9), 2.0, 4.0) == {"gflops_per_second": 2.0, "peak_fraction": 0.5}
