@@ -223,6 +223,50 @@ def test_each_epoch_end_is_told_how_many_epochs_are_done(base) -> None:
     assert report.steps == 2
 
 
+@pytest.mark.parametrize("share_prefix", [False, True])
+def test_memory_chunks_give_the_whole_batch_loss_and_gradients(share_prefix: bool) -> None:
+    """A batch over the position budget runs as several forward/backward passes; weighted by
+    their answer tokens, they give the one-pass loss and gradients."""
+    import torch
+
+    from oppu.shared.llm.batching import IGNORE, Tokenized
+    from oppu.shared.llm.training import batch_backward, batch_positions, memory_chunks
+
+    model = _tiny_gqa_llama()
+    model.train()
+    batch = [*_tiny_batch(),  # answers of different lengths weigh their chunks differently
+             Tokenized([*range(3, 23), 50, 51, 52, 53, 54],
+                       [IGNORE] * 21 + [51, 52, 53, 54])]
+    model.zero_grad(set_to_none=True)
+    whole, tokens = batch_loss(model, batch, 0, torch.device("cpu"), share_prefix=share_prefix)
+    whole.backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    budget = batch_positions(batch[:2], share_prefix=share_prefix)
+    chunks = memory_chunks(batch, budget, share_prefix=share_prefix)
+    assert len(chunks) >= 2 and sum(len(c) for c in chunks) == len(batch)
+    assert all(batch_positions(c, share_prefix=share_prefix) <= budget for c in chunks)
+    model.zero_grad(set_to_none=True)
+    loss, chunked_tokens = batch_backward(model, batch, 0, torch.device("cpu"),
+                                          share_prefix=share_prefix, max_positions=budget,
+                                          use_bf16=False)
+    assert chunked_tokens == tokens
+    assert loss == pytest.approx(float(whole), rel=1e-5)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, plain[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_batch_within_the_budget_runs_in_one_pass() -> None:
+    """Every k=0 LaMP batch fits: the short path is the one it always was."""
+    from oppu.shared.llm.training import MAX_POSITIONS, batch_positions, memory_chunks
+
+    batch = _tiny_batch()
+    assert batch_positions(batch, share_prefix=True) < batch_positions(batch, share_prefix=False)
+    assert memory_chunks(batch, MAX_POSITIONS, share_prefix=True) == [batch]
+    one_row = memory_chunks(batch, 1, share_prefix=False)  # a row over budget still runs
+    assert [len(c) for c in one_row] == [1, 1, 1]
+
+
 def test_kv_cache_path_uses_no_deprecated_argument(monkeypatch) -> None:
     """transformers 5.24 renamed ``past_key_values`` to ``cache`` and drops the old name in
     5.40: the prefix-sharing loss must already use the new one."""

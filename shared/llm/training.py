@@ -3,8 +3,8 @@
 Same recipe as the OPPU reference (AdamW, linear warm-up/decay, grad clipping, loss on answer
 tokens only) with less waste: length-grouped batches, left padding with logits only at answer
 positions, a prompt prefix shared by a batch computed once, dropout that draws only the dropped
-positions, key/value heads shared rather than copied in attention, and bf16 autocast where the
-hardware runs it fast.
+positions, key/value heads shared rather than copied in attention, bf16 autocast where the
+hardware runs it fast, and batches of long sequences run in chunks so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ from oppu.shared.llm.batching import (
 )
 from oppu.shared.llm.gqa_attention import gqa_sdpa
 from oppu.shared.llm.inference import is_prompt_learning
+
+MAX_POSITIONS = 1024
+"""Token positions one forward pass may keep for backward: ~1.6 GB of activations for the
+embedded model in fp32, so a client stays under ~3 GB; every k=0 LaMP batch fits."""
 
 
 @dataclass(frozen=True)
@@ -124,8 +128,7 @@ def answer_loss(model, ids, mask, positions, labels, cache=None):
     """
     import torch.nn.functional as F
 
-    answer_width = int((labels != IGNORE).sum(dim=1).max())
-    keep = min(answer_width + 1, ids.shape[1])
+    keep = _answer_window(labels)
     if is_prompt_learning(model):
         positions = None  # peft prepends virtual tokens and ignores position ids (RoPE is
         # relative, so left padding shifts no attention score between real tokens)
@@ -135,6 +138,71 @@ def answer_loss(model, ids, mask, positions, labels, cache=None):
     target = labels[:, ids.shape[1] - keep + 1 :]
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
                            ignore_index=IGNORE)
+
+
+def _answer_window(labels) -> int:
+    """Positions at the end of left-padded rows whose logits the loss needs (answers + 1)."""
+    answer_width = int((labels != IGNORE).sum(dim=1).max())
+    return min(answer_width + 1, labels.shape[1])
+
+
+def answer_targets(batch: Sequence[Tokenized]) -> int:
+    """How many tokens ``batch_loss`` averages its loss over, for weighting a chunk."""
+    labels = collate_left_padded(batch, 0)[3]
+    return int((labels[:, labels.shape[1] - _answer_window(labels) + 1 :] != IGNORE).sum())
+
+
+def batch_positions(batch: Sequence[Tokenized], *, share_prefix: bool) -> int:
+    """Token positions one forward pass over ``batch`` computes (padding included): what its
+    activations' memory grows with. A shared prefix counts once."""
+    prefix = shared_prompt_prefix(batch) if share_prefix else 0
+    if prefix < MIN_SHARED_PREFIX:
+        prefix = 0
+    return prefix + len(batch) * (max(len(t.input_ids) for t in batch) - prefix)
+
+
+def memory_chunks(batch: Sequence[Tokenized], max_positions: int, *, share_prefix: bool
+                  ) -> list[Sequence[Tokenized]]:
+    """``batch`` split into runs of rows whose forward passes stay within ``max_positions``.
+
+    Activations kept for the backward pass grow with positions (about 1.6 MB each for the
+    embedded model in fp32), so a batch of long sequences (retrieved items, profiles) runs as
+    several forward/backward passes whose gradients add up to the whole batch's. A batch
+    within the budget (every k=0 batch of the LaMP tasks) runs as one pass, exactly as before.
+    """
+    if batch_positions(batch, share_prefix=share_prefix) <= max_positions:
+        return [batch]
+    chunks: list[list[Tokenized]] = [[]]
+    for row in batch:  # greedy, in the batch's order; a row alone over budget runs alone
+        if chunks[-1] and batch_positions([*chunks[-1], row],
+                                          share_prefix=share_prefix) > max_positions:
+            chunks.append([])
+        chunks[-1].append(row)
+    return chunks
+
+
+def batch_backward(model, batch: Sequence[Tokenized], pad_id: int, device, *,
+                   share_prefix: bool, max_positions: int, use_bf16: bool) -> tuple[float, int]:
+    """Forward and backward of one batch, in memory-bounded chunks; gradients accumulate.
+
+    Each chunk's mean loss is weighted by its share of the batch's answer tokens, so the
+    gradients are the whole batch's (up to float rounding). Returns the batch's mean loss
+    and its non-pad token count.
+    """
+    import torch
+
+    chunks = memory_chunks(batch, max_positions, share_prefix=share_prefix)
+    targets = [answer_targets(c) for c in chunks] if len(chunks) > 1 else [1]
+    total_loss, tokens = 0.0, 0
+    for chunk, weight in zip(chunks, targets, strict=True):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss, chunk_tokens = batch_loss(model, chunk, pad_id, device,
+                                            share_prefix=share_prefix)
+        share = weight / sum(targets)
+        (loss * share).backward()
+        total_loss += float(loss.detach()) * share
+        tokens += chunk_tokens
+    return total_loss, tokens
 
 
 def batch_loss(model, batch: Sequence[Tokenized], pad_id: int, device, *, share_prefix: bool):
@@ -169,8 +237,12 @@ def train_loop(
     description: str = "training",
     show_progress: bool = True,
     on_epoch_end: Callable[[int], bool] | None = None,
+    max_positions: int = MAX_POSITIONS,
 ) -> TrainReport:
     """Train the model's trainable parameters in place on tokenized examples.
+
+    ``max_positions`` bounds the activations one forward pass keeps (``memory_chunks``); it
+    is a memory setting, not part of the recipe: results differ only by float rounding.
 
     ``on_epoch_end(epochs_done)`` runs after each epoch with the number of epochs trained so
     far (1 after the first; the model in eval mode); returning True stops training there
@@ -207,16 +279,15 @@ def train_loop(
                                                     seed=settings.seed + epoch):
                     if step >= total:
                         break
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                        loss, batch_tokens = batch_loss(model, batch, pad_id, device,
-                                                        share_prefix=settings.share_prefix)
-                    loss.backward()
+                    loss, batch_tokens = batch_backward(
+                        model, batch, pad_id, device, share_prefix=settings.share_prefix,
+                        max_positions=max_positions, use_bf16=use_bf16)
                     torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     tokens += batch_tokens
-                    losses.append(loss.detach().item())
+                    losses.append(loss)
                     step += 1
                     bar.update(1)
                     bar.set_postfix(loss=f"{losses[-1]:.3f}")
