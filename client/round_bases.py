@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from oppu.shared.federation.round_config import RoundConfig
+from oppu.shared.llm.weight_sharing import share_identical_weights
 
 
 @dataclass(frozen=True)
@@ -31,13 +32,16 @@ def load_round_bases(round_cfg: RoundConfig, obtain: Callable[[str], tuple]) -> 
     """Every base the round's variants need, each version obtained once.
 
     ``obtain(version)`` gives ``(model, tokenizer)`` of that base, fetched and verified
-    ("" : the default base).
+    ("" : the default base). Bases held together share the weights they have in common
+    (``weight_sharing``): each extra base of the embedded model costs ~70 MB, not ~540.
     """
     loaded: dict[str, tuple] = {}
 
     def model_of(version: str) -> tuple:
         if version not in loaded:
-            loaded[version] = obtain(version)
+            model, tokenizer = obtain(version)
+            share_identical_weights(model, [held for held, _ in loaded.values()])
+            loaded[version] = (model, tokenizer)
         return loaded[version]
 
     model, tokenizer = model_of(round_cfg.base_version)
