@@ -35,12 +35,30 @@ def _cpu_attention_formulas() -> dict:
 
 
 @contextmanager
-def counted_flops() -> Iterator[dict[str, int]]:
-    """Count the FLOPs of everything torch runs inside; ``total`` is set on exit."""
-    from torch.utils.flop_counter import FlopCounterMode
+def counted_flops(*, per_module: bool = False) -> Iterator[dict[str, int]]:
+    """Count the FLOPs of everything torch runs inside; ``total`` is set on exit.
 
+    Without ``per_module`` torch's counter runs without its module tracker: the tracker hooks
+    every module's outputs, and under activation checkpointing that kept the reference's
+    activations alive (3 of its steps on 100 items: peak RSS 10.9 GB with the tracker, 3.8 GB
+    without, and 15% slower).
+    """
+    from torch.utils.flop_counter import FlopCounterMode, _FlopCounterMode
+
+    class GlobalFlopCounter(FlopCounterMode):
+        def __enter__(self):
+            self.flop_counts.clear()
+            self.mode = _FlopCounterMode(self)
+            self.mode.__enter__()
+            return self
+
+        def __exit__(self, *args):
+            done, self.mode = self.mode.__exit__(*args), None
+            return done
+
+    kind = FlopCounterMode if per_module else GlobalFlopCounter
     result: dict[str, int] = {}
-    counter = FlopCounterMode(display=False, custom_mapping=_cpu_attention_formulas())
+    counter = kind(display=False, custom_mapping=_cpu_attention_formulas())
     with counter:
         yield result
     result["total"] = int(counter.get_total_flops())

@@ -164,7 +164,8 @@ def compare_variants(table: Mapping[str, Any]) -> list[str]:
     Each gives the mean per-user difference of the primary metric with its 95% interval and
     the paired t-test over users, then the example-level test (exact McNemar on the queries
     only one side got right, for classification), and ends with the verdict: better or worse
-    only where the test over users gives p < 0.05, "not significant" otherwise.
+    only where the test over users gives p < 0.05, "not significant" otherwise. Where the two
+    tests disagree the sentence says so and why the one over users decides.
     """
     column = primary_metric(table.get("kind", ""))
     comparisons: Mapping[str, Mapping[str, Any]] = table.get("comparisons") or {}
@@ -195,6 +196,9 @@ def _comparison_sentence(name: str, values: Mapping[str, Any], column: MetricCol
     else:
         better = mean > 0 if column.higher_is_better else mean < 0
         verdict = f"{'better' if better else 'worse'}, significant"
+    if example_p is not None and (example_p < SIGNIFICANCE) != (p < SIGNIFICANCE):
+        verdict += (" over users, which decides: the test over queries alone (p = "
+                    f"{_p(example_p)}) counts one user's queries as independent")
     return f"{head}: {over_users}; {examples}. {verdict.capitalize()}."
 
 

@@ -92,3 +92,18 @@ def test_matmul_peak_is_measured_on_the_given_shapes():
     assert peak["gflops"] > 0 and peak["shape"][0] in (32, 64)
     assert sorted(peak["shape"][1:]) == [64, 128]
     assert flop_rates(int(4e9), 2.0, 4.0) == {"gflops_per_second": 2.0, "peak_fraction": 0.5}
+
+
+def test_the_lean_counter_counts_what_torchs_per_module_counter_counts() -> None:
+    import torch
+
+    from oppu.simulations.bench_flops import counted_flops
+
+    layer = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.SiLU(), torch.nn.Linear(32, 4))
+    x = torch.randn(8, 16)
+    totals = []
+    for per_module in (False, True):
+        with counted_flops(per_module=per_module) as flops:
+            layer(x).sum().backward()
+        totals.append(flops["total"])
+    assert totals[0] == totals[1] == 3 * 2 * 8 * (16 * 32 + 32 * 4) - 2 * 8 * 16 * 32

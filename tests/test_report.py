@@ -208,6 +208,23 @@ def test_comparisons_say_not_significant_where_the_test_does_not_support_a_win()
     assert low < table["variants"]["oppu-k0"]["accuracy"] < high
 
 
+def test_a_verdict_says_which_test_decides_when_the_two_disagree() -> None:
+    # Two users lose all 20 of their queries, ten gain one of two: counted over queries that
+    # is 10 against 40 (McNemar: worse), over users a small, insignificant gain.
+    users = [{"base-k0": (["a"] * 20, ["a"] * 20), "rag-k2": (["b"] * 20, ["a"] * 20)}
+             for _ in range(2)]
+    users += [{"base-k0": (["b", "b"], ["a", "b"]), "rag-k2": (["a", "b"], ["a", "b"])}
+              for _ in range(10)]
+    users += [{"base-k0": (["a", "b"], ["a", "b"]), "rag-k2": (["a", "b"], ["a", "b"])}
+              for _ in range(8)]
+    (sentence,) = compare_variants(summed_table("classification", users))
+    assert "queries only it got right: 10, only the other: 40" in sentence
+    assert "+0.150 per user" in sentence
+    assert sentence.endswith("Not significant over users, which decides: the test over "
+                             "queries alone (p = 2.4e-05) counts one user's queries as "
+                             "independent.")
+
+
 def test_comparisons_of_a_lower_mae_call_it_better() -> None:
     users = [{"base-k0": (["1", "1"], ["4", "5"]), "oppu-k0": (["4", str(4 + i % 2)], ["4", "5"])}
              for i in range(6)]
