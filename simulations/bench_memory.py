@@ -58,15 +58,16 @@ def measured_run(command: list[str], interval: float = 0.2) -> dict:
     from oppu.shared.resources import PeakMemory
 
     start = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True)
-    peak = PeakMemory(child.pid)
-    while child.poll() is None:
-        peak.sample()
-        time.sleep(interval)
-    stderr = child.stderr.read() if child.stderr else ""
-    if child.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed ({child.returncode}):\n{stderr[-2000:]}")
+    with tempfile.TemporaryFile(mode="w+") as log:  # a pipe left unread would block it
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
+        peak = PeakMemory(child.pid)
+        while child.poll() is None:
+            peak.sample()
+            time.sleep(interval)
+        if child.returncode != 0:
+            log.seek(0)
+            raise RuntimeError(f"{' '.join(command)} failed ({child.returncode}):\n"
+                               f"{log.read()[-2000:]}")
     return {"peak_rss_mb": peak.peak_mb, "seconds": round(time.perf_counter() - start, 1)}
 
 
@@ -96,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             eval_cmd = [*client, "evaluate", "--history", str(heldout_file),
                         "--train-history", str(history_file), *common]
             for command, cmd in (("train", train_cmd), ("evaluate", eval_cmd)):
+                print(f"oppu-client {command} k={k}: running...", file=sys.stderr, flush=True)
                 run = {"command": command, "k": k, **measured_run(cmd)}
                 run["within_target"] = run["peak_rss_mb"] is not None \
                     and run["peak_rss_mb"] <= TARGET_MB

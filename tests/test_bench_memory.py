@@ -26,3 +26,9 @@ def test_peak_covers_what_a_grandchild_holds() -> None:
 def test_a_failed_command_is_an_error_with_its_output() -> None:
     with pytest.raises(RuntimeError, match="boom"):
         measured_run([sys.executable, "-c", "import sys; sys.exit('boom')"])
+
+
+def test_a_chatty_command_does_not_block_on_its_own_output() -> None:
+    """oppu-client writes progress to stderr; more than a pipe holds must not stall it."""
+    chatty = "import sys; sys.stderr.write('x' * 300_000)"
+    assert measured_run([sys.executable, "-c", chatty], interval=0.05)["seconds"] < 60
