@@ -191,7 +191,8 @@ def batch_backward(model, batch: Sequence[Tokenized], pad_id: int, device, *,
     """
     import torch
 
-    chunks = memory_chunks(batch, max_positions, share_prefix=share_prefix)
+    chunks = memory_chunks(batch, max_positions,  # prompt tuning never shares a prefix
+                           share_prefix=share_prefix and not is_prompt_learning(model))
     targets = [answer_targets(c) for c in chunks] if len(chunks) > 1 else [1]
     total_loss, tokens = 0.0, 0
     for chunk, weight in zip(chunks, targets, strict=True):
