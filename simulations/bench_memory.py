@@ -10,7 +10,8 @@ the command's whole process tree. Prints a line per run and a ``MEMORY_JSON {...
 issue 15's target is at most 3 GB for a 300-item history on the embedded model.
 
 Training keeps at most ``MAX_POSITIONS`` token positions of activations a pass whatever the
-history, so ``--max-steps`` reaches the same peak as a full epoch in a fraction of the time.
+history, so a later step adds no more than another pass of the same bound: ``--max-steps``
+measures close to a full epoch's peak in a fraction of the time.
 """
 
 from __future__ import annotations
@@ -75,11 +76,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     data = args.data or default_data()
     bench = choose_user(data, args.items, holdout=args.holdout)
-    from oppu.shared.data import load_lamp, split_history, user_history
-
-    history = user_history(load_lamp(data).users()[bench.name])
-    train, held = split_history(history, args.holdout)
-    train = train[-args.items:]
+    train, held = bench.history, bench.held
     client = [str(Path(sys.executable).with_name("oppu-client"))]  # the installed command
     result: dict = {"task": bench.task.name, "user": bench.name, "items": len(train),
                     "heldout": len(held), "max_steps": args.max_steps, "target_mb": TARGET_MB,

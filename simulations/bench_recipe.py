@@ -11,7 +11,7 @@ import json
 import resource
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ class BenchUser:
     history: list[dict]  # what both pipelines train on
     labels: tuple[str, ...]
     queries: list[EvalQuery]  # the user's queries with golds, then held-out items
+    held: list[dict] = field(default_factory=list)  # the held-out history items themselves
 
 
 def choose_user(data: Path, items: int, user: str | None = None, holdout: int = 0) -> BenchUser:
@@ -75,7 +76,7 @@ def choose_user(data: Path, items: int, user: str | None = None, holdout: int = 
         pair = task.query_from_item(item, labels=labels)
         if pair is not None:
             evals.append(EvalQuery(*pair))
-    return BenchUser(user, task, list(train[-items:]), labels, evals)
+    return BenchUser(user, task, list(train[-items:]), labels, evals, list(held))
 
 
 def tokenized_examples(tokenizer, bench: BenchUser, max_length: int) -> list[Tokenized]:
