@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
 from oppu.coordinator.base_check import AdaptQuery, query_labels
@@ -67,13 +67,18 @@ def choose_recipe(model, tokenizer, task: TaskSpec, check: Sequence[AdaptQuery],
     sample = random.Random(seed).sample(eligible, min(max_users, len(eligible)))
     if not sample:
         return None
+    from tqdm.auto import tqdm
+
     scores: dict[tuple[float, int], list[float]] = defaultdict(list)
     metric_name = ""
-    for user in sorted(sample):
-        metric_name, user_scores = _user_scores(model, tokenizer, task, users[user], personal,
-                                                grid)
-        for point, value in user_scores.items():
-            scores[point].append(value)
+    # Minutes of training with nothing else printed: a bar over (user, learning rate).
+    with tqdm(total=len(sample) * len(grid.lrs), desc="recipe on base users",
+              unit="adapter") as bar:
+        for user in sorted(sample):
+            metric_name, user_scores = _user_scores(model, tokenizer, task, users[user],
+                                                    personal, grid, on_adapter=bar.update)
+            for point, value in user_scores.items():
+                scores[point].append(value)
 
     def mean(lr: float, epoch: int) -> float:  # an epoch a step cap cut short never wins
         values = scores[lr, epoch]
@@ -87,7 +92,8 @@ def choose_recipe(model, tokenizer, task: TaskSpec, check: Sequence[AdaptQuery],
 
 
 def _user_scores(model, tokenizer, task: TaskSpec, queries: Sequence[AdaptQuery],
-                 personal: PersonalizeSettings, grid: SelectionSettings
+                 personal: PersonalizeSettings, grid: SelectionSettings, *,
+                 on_adapter: Callable[[], object] = lambda: None
                  ) -> tuple[str, dict[tuple[float, int], float]]:
     """One base user's score on their own queries after each epoch at each learning rate,
     training on the items before their first query."""
@@ -110,4 +116,5 @@ def _user_scores(model, tokenizer, task: TaskSpec, queries: Sequence[AdaptQuery]
             train_private_adapter(peft_model, tokenizer, task, history, settings,
                                   labels=labels, show_progress=False,
                                   description=f"recipe lr {lr:g}", on_epoch_end=on_epoch_end)
+        on_adapter()
     return metric.primary, scores

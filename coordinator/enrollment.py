@@ -100,7 +100,7 @@ def sync_registrations(state: StateDir) -> dict[str, int]:
     enrolled (``coordinator/node_registry.py``, one Control API connection for all keys);
     returns {name: node id} of the keys registered now. A key unregistered since this
     SuperLink started stays out of it (Flower keeps the key of an unregistered node
-    unique); the next start, on a fresh SuperLink, registers it (``revoked_until_restart``).
+    unique); the next start, on a fresh SuperLink, registers it (``_revoked_until_restart``).
     """
     enrolled = {name: line.decode() for name, line in enrolled_keys(state).items()}
     result = _node_registry(state, "update the SuperLink's SuperNode keys",
@@ -108,11 +108,11 @@ def sync_registrations(state: StateDir) -> dict[str, int]:
     if result["removed"]:
         log.info("Unregistered SuperNodes no longer enrolled: %s", ", ".join(result["removed"]))
     if result["revoked"]:
-        log.warning(revoked_until_restart(result["revoked"]))
+        log.warning(_revoked_until_restart(result["revoked"]))
     return {name: int(node_id) for name, node_id in result["nodes"].items()}
 
 
-def revoked_until_restart(names: list[str]) -> str:
+def _revoked_until_restart(names: list[str]) -> str:
     """What to tell the operator of keys enrolled again after a removal."""
     return (f"{', '.join(names)} was removed since this coordinator started: the running "
             "SuperLink keeps a removed key out, so it is admitted again from the coordinator's "

@@ -27,6 +27,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def time_scored_together(model, tokenizer, task, queries: Sequence, *, k: int = 0
+                         ) -> tuple[float, list]:
+    """Seconds per query of ``label_scores`` over ``queries`` scored together, as an
+    evaluation scores them, after a one-query warm-up (kernels, allocator); and the scores."""
+    from oppu.shared.personal.evaluation import label_scores
+
+    label_scores(model, tokenizer, task, queries[:1], k=k)
+    start = time.perf_counter()
+    scored = label_scores(model, tokenizer, task, queries, k=k)
+    return (time.perf_counter() - start) / len(queries), scored
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     from oppu.shared.data.lamp import load_lamp
     from oppu.shared.llm.chat import encode_prompt
@@ -41,10 +53,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                for q in dataset.queries[: args.queries]]
     result: dict = {"task": task.name, "queries": len(queries), "by_k": {}}
     for k in (int(v) for v in args.k.split(",")):
-        label_scores(model, tokenizer, task, queries[:1], k=k)  # warm-up
-        start = time.perf_counter()
-        scored = label_scores(model, tokenizer, task, queries, k=k)
-        together = (time.perf_counter() - start) / len(queries)
+        together, scored = time_scored_together(model, tokenizer, task, queries, k=k)
         start = time.perf_counter()
         for query in queries:
             label_scores(model, tokenizer, task, [query], k=k)

@@ -229,21 +229,19 @@ def time_label_scoring(model, tokenizer, dataset, count: int) -> dict:
     """Seconds per query of ``label_scores`` over ``count`` queries scored together, as an
     evaluation scores them, after one warm-up."""
     from oppu.shared.errors import OppuError
-    from oppu.shared.personal.evaluation import EvalQuery, has_labels, label_scores
+    from oppu.shared.personal.evaluation import EvalQuery, has_labels
+    from oppu.simulations.bench_label_scoring import time_scored_together
 
     task = dataset.spec
     if not has_labels(task):
         raise OppuError(f"{task.name} answers in free text; label scoring needs a task with a "
                         "closed label set (e.g. LaMP_2N): pass such a directory with --data.")
     queries = [EvalQuery(q.input, q.gold or "") for q in dataset.queries[:count]]
-    label_scores(model, tokenizer, task, queries[:1])  # warm-up: kernels, allocator
-    start = time.perf_counter()
-    scored = label_scores(model, tokenizer, task, queries)
-    seconds = time.perf_counter() - start
+    per_query, scored = time_scored_together(model, tokenizer, task, queries)
     return {"task": task.name, "queries": len(queries),
             "labels_per_query_max": max(len(offered) for offered, _ in scored),
-            "seconds_total": round(seconds, 4),
-            "seconds_per_query": round(seconds / len(queries), 4)}
+            "seconds_total": round(per_query * len(queries), 4),
+            "seconds_per_query": round(per_query, 4)}
 
 
 # ---- phase 3: a simulation sharing the device ------------------------------------------------

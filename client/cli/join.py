@@ -25,7 +25,7 @@ from oppu.shared.cli_support import console, friendly_errors, stop_cleanly_on_si
 from oppu.shared.errors import OppuError
 from oppu.shared.federation.keys import NodeConfigKey
 from oppu.shared.federation.node_config import node_config_arg
-from oppu.shared.federation.processes import flower_env, free_port, launch, stop
+from oppu.shared.federation.processes import flower_env, free_port, launch, log_since, stop
 from oppu.shared.paths import user_dir
 
 ROUND_POLL_S = 2.0
@@ -153,18 +153,17 @@ def join(
     while True:
         mark = log_path.stat().st_size if log_path.is_file() else 0
         code = _run_supernode(cmd, log_path, env, data / "federation")
-        this_run = _log_after(log_path, mark)
+        this_run = log_since(log_path, mark)
+        refused = auth_refusal(this_run)
         wait = rejoin.after_exit(this_run)
         if wait is None:
             break
-        refused = auth_refusal(this_run)
         # Flower keeps a session of this node that failed or crashed online for up to two
         # 30 s heartbeats and refuses its key meanwhile; a restarted SuperLink drops it.
         console.print(f"[yellow]The SuperNode exited ({refused or f'code {code}'}); "
                       f"starting it again in {wait:.0f} s.[/]")
         time.sleep(wait)
-    refused = auth_refusal(this_run) if auth_key else None
-    if refused:
+    if refused and auth_key:
         raise OppuError(f"The coordinator refused this node's key ({refused}). Send "
                         f"{auth_key}.pub to its operator to enroll (`oppu-coordinator "
                         "enroll`), or join with --no-node-auth if it runs without node "
@@ -221,9 +220,3 @@ def _numbers(values: dict) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in values.items()
                      if isinstance(v, int | float) and k != "count")
 
-
-def _log_after(path: Path, offset: int) -> str:
-    """What the log gained since ``offset`` (this attempt's lines only)."""
-    with open(path, "rb") as log:
-        log.seek(offset)
-        return log.read().decode(errors="replace")

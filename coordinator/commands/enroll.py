@@ -20,7 +20,6 @@ from oppu.coordinator.enrollment import (
     enroll_key,
     enrolled_keys,
     remove_key,
-    revoked_until_restart,
     sync_registrations,
 )
 from oppu.coordinator.state import StateDir
@@ -71,6 +70,5 @@ def enroll(
         return
     registered = sync_registrations(state)
     if added is not None and added not in registered:
-        console.print(f"[yellow]{revoked_until_restart([added])}[/]")
-        return
+        return  # sync_registrations has warned that it is admitted from the next start
     console.print("The running SuperLink is up to date.")

@@ -58,6 +58,17 @@ def launch(cmd: Sequence[str], *, log_path: str | Path,
                                 start_new_session=True)
 
 
+def log_since(path: str | Path, offset: int = 0) -> str:
+    """What a process's log gained from byte ``offset`` on ("" while there is no log): one
+    attempt's lines, when a caller relaunches the process on the same log."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def stop(proc, *, grace: float = 10.0) -> None:
     """SIGINT the process group, then SIGTERM, then SIGKILL; returns once it is gone.
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from oppu.client.rejoin import CONNECTED_MARK, Rejoin
+from oppu.shared.federation.processes import log_since
 
 _Node = TypeVar("_Node", bound="SuperNode")
 
@@ -82,12 +83,7 @@ class SuperNode:
 
     def log_text(self, *, after: int = 0) -> str:
         """The log from byte ``after`` on ("" while there is none)."""
-        try:
-            with self.log.open("rb") as fh:
-                fh.seek(after)
-                return fh.read().decode(errors="replace")
-        except OSError:
-            return ""
+        return log_since(self.log, after)
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log_text()[-chars:]
