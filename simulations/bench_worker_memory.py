@@ -77,19 +77,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
     apply_cpu_defaults()  # as a worker has them (oneDNN's cache size included)
     from oppu.shared.data.cohort import LampCohort
     from oppu.shared.data.lamp import load_lamp
-    from oppu.shared.llm.base_artifact import read_manifest
     from oppu.shared.personal.evaluation import EvalQuery
     from oppu.shared.personal.pipeline import run_variants
     from oppu.shared.personal.recipe import recipe_from_options
     from oppu.shared.resources import release_memory
     from oppu.simulations.commands.simulate import suite_names
+    from oppu.simulations.simulate import base_summary
 
     args = parse_args(argv)
     dataset = load_lamp(args.data)
     cohort = LampCohort(dataset, args.users)
     plain, tokenizer, bases = load_bases(args.run)
-    chosen = (read_manifest(args.run / "base").training or {}).get("recipe") if args.run \
-        else None
+    chosen = base_summary(args.run / "base").get("recipe") if args.run else None
     recipe = recipe_from_options(**({"lr": chosen["lr"], "epochs": chosen["epochs"]}
                                     if chosen else {}))
     suite = suite_names(args.suite)
