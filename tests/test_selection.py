@@ -123,7 +123,13 @@ def test_defaults_learn_a_user_the_base_cannot_know(base, tmp_path) -> None:
     """A custom task (TOML) whose two labels mean what only this user knows: "blue" for a
     happy review, "green" for an unhappy one. Default recipe and selection, no hand-set
     learning rate: the adapter must learn the rule, as half the items defeat any constant
-    answer (the label prior's limit)."""
+    answer (the label prior's limit).
+
+    Training runs in fp32 on every CPU, so the outcome does not hang on the CI machine's kind:
+    with bf16 autocast (a CPU with AMX) the rule was learned by 2 of 4 seeds, in fp32 by 4 of 4.
+    """
+    from dataclasses import replace
+
     from oppu.shared.tasks import load_task_file
 
     task_file = tmp_path / "colours.toml"
@@ -135,7 +141,8 @@ def test_defaults_learn_a_user_the_base_cannot_know(base, tmp_path) -> None:
     history = [{"review": text, "colour": "blue" if happy else "green"}
                for text, happy in MOOD_REVIEWS]
     store = AdapterStore(tmp_path / "me")
-    outcome = personalize_user(base.model, base.tokenizer, task, history, DEFAULT_RECIPE,
+    recipe = replace(DEFAULT_RECIPE, train=replace(DEFAULT_RECIPE.train, bf16="off"))
+    outcome = personalize_user(base.model, base.tokenizer, task, history, recipe,
                                store=store, holdout=8, show_progress=False,
                                selection=SelectionSettings())
     selection = outcome.selection
