@@ -17,8 +17,9 @@ By default oppu uses the reference's batch size too, so both take the same optim
 Each pipeline runs in its own subprocess (``--only reference|optimized``), so each reports
 its own peak RSS; ``--repeats N`` alternates them N times and reports each one's median run.
 Wall time covers tokenization and training, not loading the model. torch's FLOP counter counts
-what each run executes; with this CPU's matmul peak (``torch.mm`` on the model's shapes,
-measured in each run) that gives the share of the peak each pipeline reaches (``bench_flops``).
+what each pipeline executes in one more run of each, untimed (the counter sees every op in
+Python: it slowed oppu's loop 1.7x); with this CPU's matmul peak (``torch.mm`` on the model's
+shapes, measured in each run) that gives the share of the peak each reaches (``bench_flops``).
 Progress goes to stderr while it runs. The result is a table, a ``BENCH_JSON {...}`` line on
 stdout and the same JSON in ``--out``.
 
@@ -92,6 +93,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", choices=PIPELINES, default=None,
                    help="Run one pipeline in this process and print its JSON (used internally).")
     p.add_argument("--child-out", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--count-flops", action="store_true",
+                   help="With --only: count the run's FLOPs (its time is then not the loop's).")
     args = p.parse_args(argv)
     for name in ("items", "epochs", "batch_size", "reference_batch_size", "repeats"):
         if getattr(args, name) < 1:
@@ -138,7 +141,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
             runs.append(_run_child(which, raw))
             print(f"[run {repeat}/{args.repeats}] {which}: {runs[-1]['seconds']:.1f} s, "
                   f"{runs[-1]['tokens_per_second']:.0f} tokens/s", file=sys.stderr, flush=True)
-    result = summarize(refs, opts, args)
+    flops = {}
+    for which in PIPELINES:  # counted apart: the counter would slow the timed runs
+        print(f"[FLOPs] {which}: one more run under torch's FLOP counter (untimed)...",
+              file=sys.stderr, flush=True)
+        flops[which] = _run_child(which, [*raw, "--count-flops"])["flops"]
+    result = summarize(refs, opts, args, flops=flops)
     print_table(result)
     from oppu.simulations.bench_output import publish_result
 

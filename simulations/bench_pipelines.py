@@ -37,7 +37,7 @@ def train_optimized(model, tokenizer, bench: BenchUser, args) -> dict:
     tokenized = tokenized_examples(tokenizer, bench, args.max_length)  # for the fingerprint
     peak_before = peak_rss_mb()
     start = time.perf_counter()
-    with counted_flops() as flops:
+    with counted_flops(enabled=args.count_flops) as flops:
         report = train_private_adapter(model, tokenizer, bench.task, bench.history, settings,
                                        labels=bench.labels, description="optimized")
     seconds = time.perf_counter() - start
@@ -46,7 +46,7 @@ def train_optimized(model, tokenizer, bench: BenchUser, args) -> dict:
         "fingerprint": fingerprint(tokenized),
         "tokens_per_epoch": sum(len(t.input_ids) for t in tokenized),
         "steps": report.steps,
-        "flops": flops["total"],
+        "flops": flops.get("total"),
         "tokens": report.tokens,
         "seconds": seconds,
         "loop_seconds": report.seconds,

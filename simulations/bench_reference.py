@@ -114,7 +114,7 @@ def train_reference(model, tokenizer, bench: BenchUser, args, *, use_cpu: bool) 
             callbacks=[log],
         )
         trainer.remove_callback(PrinterCallback)  # disable_tqdm prints every log otherwise
-        with counted_flops() as flops:
+        with counted_flops(enabled=args.count_flops) as flops:
             output = trainer.train()
         seconds = time.perf_counter() - start
     # Undo what training set up, so evaluation runs like oppu's: fp32, KV cache on.
@@ -126,7 +126,7 @@ def train_reference(model, tokenizer, bench: BenchUser, args, *, use_cpu: bool) 
         "fingerprint": fingerprint(tokenized),
         "tokens_per_epoch": sum(len(t.input_ids) for t in tokenized),
         "steps": int(output.global_step),
-        "flops": flops["total"],
+        "flops": flops.get("total"),
         "tokens": trainer.tokens,
         "padding_share": 1 - trainer.tokens / trainer.cells if trainer.cells else 0.0,
         "seconds": seconds,

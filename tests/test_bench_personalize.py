@@ -69,6 +69,33 @@ def test_repeated_runs_report_each_pipelines_median_run():
     assert result["optimized"]["useful_peak_fraction"] == pytest.approx(0.5)
 
 
+def test_timed_runs_are_not_counted_and_the_flops_come_from_runs_apart(monkeypatch, tmp_path):
+    """The FLOP counter slows what it counts (oppu's loop 1.7x): the timed runs run without
+    it, and one more run of each pipeline counts the FLOPs."""
+    import oppu.simulations.bench_personalize as bench
+
+    calls = []
+
+    def fake_child(which: str, argv) -> dict:
+        counting = "--count-flops" in argv
+        calls.append((which, counting))
+        seconds = 99.0 if counting else (80.0 if which == "reference" else 20.0)
+        return {"pipeline": which, "seconds": seconds, "tokens_per_second": 1000 / seconds,
+                "peak_rss_mb": 100.0, "task": "LaMP_2N", "user": "u", "items": 3,
+                "tokens_per_epoch": 500, "threads": 2, "device": "cpu", "fingerprint": "f",
+                "flops": (7 if which == "reference" else 3) * 10**12 if counting else None,
+                "matmul_peak": None}
+
+    monkeypatch.setattr(bench, "_run_child", fake_child)
+    monkeypatch.setattr(bench, "print_table", lambda result: None)
+    result = bench.main(["--repeats", "2", "--out", str(tmp_path / "b.json")])
+    assert calls == [("reference", False), ("optimized", False)] * 2 + [
+        ("reference", True), ("optimized", True)]
+    assert result["wall_speedup"] == 4.0  # from the uncounted runs only
+    assert result["reference"]["flops"] == 7 * 10**12
+    assert result["optimized"]["gflop"] == 3000.0
+
+
 def test_flop_counter_counts_cpu_flash_attention_as_torch_counts_any_attention():
     import torch
     from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
