@@ -8,7 +8,12 @@ import pytest
 
 from oppu.shared.llm.batching import shared_prompt_prefix, tokenize_example
 from oppu.shared.llm.gqa_attention import GQA_SDPA, gqa_sdpa
-from oppu.shared.llm.training import MIN_SHARED_PREFIX, batch_loss, contiguous_head_input
+from oppu.shared.llm.training import (
+    MIN_SHARED_PREFIX,
+    batch_loss,
+    contiguous_head_input,
+    frozen_weights_in_bf16,
+)
 from oppu.shared.personal.peft_methods import PeftSettings
 from oppu.shared.personal.private_adapter import attach_fresh_adapter, detach_adapter
 from oppu.shared.tasks import get_task
@@ -139,6 +144,38 @@ def test_attention_runs_in_fp32_under_cpu_autocast(monkeypatch, share_prefix: bo
     loss.backward()
     assert seen and set(seen) == {(torch.float32, torch.float32, torch.float32, False)}
     assert loss.item() == pytest.approx(fp32_loss.item(), rel=2e-2)
+
+
+def test_frozen_weights_held_in_bf16_give_autocasts_numbers_and_come_back() -> None:
+    """Holding the frozen weights in bf16 only saves autocast's casts: the same loss and
+    gradients to the bit, the adapter still fp32, and the very fp32 weights back on exit."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(_tiny_gqa_llama(), LoraConfig(r=4, target_modules=["q_proj",
+                                                                               "v_proj"]))
+    model.train()
+    originals = {n: p for n, p in model.named_parameters()}
+
+    def loss_and_grads():
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, _ = batch_loss(model, _tiny_batch(), 0, torch.device("cpu"), share_prefix=True)
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()
+                             if p.requires_grad}
+
+    plain_loss, plain = loss_and_grads()
+    with frozen_weights_in_bf16(model, enabled=True):
+        held = {n: p.dtype for n, p in model.named_parameters()}
+        loss, grads = loss_and_grads()
+    assert held["base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"] == (
+        torch.bfloat16)
+    assert {held[n] for n, p in originals.items() if p.requires_grad} == {torch.float32}
+    assert loss == plain_loss
+    for name, grad in grads.items():
+        assert torch.equal(grad, plain[name]), name
+    assert all(p is originals[n] for n, p in model.named_parameters())
 
 
 def test_head_sharing_attention_leaves_other_models_alone() -> None:

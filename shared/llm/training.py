@@ -99,6 +99,33 @@ def autocast_enabled(setting: str, device_type: str) -> bool:
 
 
 @contextmanager
+def frozen_weights_in_bf16(model, enabled: bool) -> Iterator[None]:
+    """Hold the frozen linear weights in bf16 while training under CPU autocast.
+
+    Autocast keeps its casts only of weights that train, so it cast every frozen fp32 weight
+    again at each use: ~6% of a LaMP-2N step on an AMX Xeon. The bf16 copies (~270 MB for
+    the 135M model) are exactly autocast's casts, so training computes the same numbers; the
+    fp32 weights come back on exit (evaluation, an epoch's validation, runs in fp32).
+    """
+    import torch
+
+    swapped = []
+    if enabled:
+        for module in model.modules():
+            weight = getattr(module, "weight", None)
+            if (isinstance(module, torch.nn.Linear) and not weight.requires_grad
+                    and weight.dtype == torch.float32):
+                module._parameters["weight"] = torch.nn.Parameter(
+                    weight.detach().to(torch.bfloat16), requires_grad=False)
+                swapped.append((module, weight))
+    try:
+        yield
+    finally:
+        for module, weight in swapped:
+            module._parameters["weight"] = weight
+
+
+@contextmanager
 def contiguous_head_input(model) -> Iterator[None]:
     """Hand the output head a contiguous input while training.
 
@@ -278,22 +305,23 @@ def train_loop(
     with contiguous_head_input(model), sparse_dropout(model), gqa_sdpa(model):
         try:
             for epoch in range(epochs):
-                for batch in length_grouped_batches(examples, settings.batch_size,
-                                                    seed=settings.seed + epoch):
-                    if step >= total:
-                        break
-                    loss, batch_tokens = batch_backward(
-                        model, batch, pad_id, device, share_prefix=settings.share_prefix,
-                        max_positions=max_positions, use_bf16=use_bf16)
-                    torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    tokens += batch_tokens
-                    losses.append(loss)
-                    step += 1
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{losses[-1]:.3f}")
+                with frozen_weights_in_bf16(model, use_bf16 and device.type == "cpu"):
+                    for batch in length_grouped_batches(examples, settings.batch_size,
+                                                        seed=settings.seed + epoch):
+                        if step >= total:
+                            break
+                        loss, batch_tokens = batch_backward(
+                            model, batch, pad_id, device, share_prefix=settings.share_prefix,
+                            max_positions=max_positions, use_bf16=use_bf16)
+                        torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+                        optimizer.step()
+                        scheduler.step()
+                        optimizer.zero_grad(set_to_none=True)
+                        tokens += batch_tokens
+                        losses.append(loss)
+                        step += 1
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{losses[-1]:.3f}")
                 if on_epoch_end is not None:
                     model.eval()
                     stop = on_epoch_end(epoch + 1)
