@@ -103,9 +103,10 @@ def frozen_weights_in_bf16(model, enabled: bool) -> Iterator[None]:
     """Hold the frozen linear weights in bf16 while training under CPU autocast.
 
     Autocast keeps its casts only of weights that train, so it cast every frozen fp32 weight
-    again at each use: ~6% of a LaMP-2N step on an AMX Xeon. The bf16 copies (~270 MB for
-    the 135M model) are exactly autocast's casts, so training computes the same numbers; the
-    fp32 weights come back on exit (evaluation, an epoch's validation, runs in fp32).
+    again at each use: 7 LaMP-2N steps of 16 took 12.5 s with those casts and 8.9 s without on
+    an AMX Xeon. The bf16 copies (~270 MB for the 135M model) are exactly autocast's casts, so
+    training computes the same numbers; the fp32 weights come back on exit (evaluation, an
+    epoch's validation, runs in fp32).
     """
     import torch
 
