@@ -29,14 +29,19 @@ def _children_map() -> dict[int, list[int]]:
     return children
 
 
-def _rss_bytes(pid: int) -> int:
+def _status_bytes(pid: int, field: str) -> int:
+    """A memory field of ``/proc/<pid>/status`` (given there in kB), in bytes; 0 if absent."""
     try:
         for line in (_PROC / str(pid) / "status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
     return 0
+
+
+def _rss_bytes(pid: int) -> int:
+    return _status_bytes(pid, "VmRSS")
 
 
 def descendants(root_pid: int) -> list[int]:
@@ -119,3 +124,9 @@ def process_trees(root_pids: list[int] | tuple[int, ...]) -> dict[int, list[int]
 def process_rss_bytes(pid: int) -> int:
     """One process's resident memory now (0 once it is gone)."""
     return _rss_bytes(pid)
+
+
+def process_anon_bytes(pid: int) -> int:
+    """One process's anonymous resident memory now (heap, not mapped files): where native
+    growth shows."""
+    return _status_bytes(pid, "RssAnon")

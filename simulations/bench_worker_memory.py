@@ -42,16 +42,14 @@ def held_now() -> dict:
     """What this process holds: resident and anonymous MB, Python objects, live tensor MB."""
     import torch
 
-    from oppu.shared.resources import process_rss_bytes
+    from oppu.shared.resources import process_anon_bytes, process_rss_bytes
 
-    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text()
-                  .splitlines() if ":" in line)
-    anon_kb = int(status.get("RssAnon", "0 kB").split()[0])
     objects = gc.get_objects()
     storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
                 for t in objects if isinstance(t, torch.Tensor) and t.device.type == "cpu"}
     return {"rss_mb": round(process_rss_bytes(os.getpid()) / 2**20, 1),
-            "anon_mb": round(anon_kb / 1024, 1), "python_objects": len(objects),
+            "anon_mb": round(process_anon_bytes(os.getpid()) / 2**20, 1),
+            "python_objects": len(objects),
             "tensor_mb": round(sum(storages.values()) / 2**20, 1)}
 
 
