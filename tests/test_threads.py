@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from oppu.shared.llm.threads import ONEDNN_PRIMITIVE_CACHE, apply_cpu_defaults
+from oppu.shared.llm.threads import CACHE_VARIABLES, SHAPE_CACHE, apply_cpu_defaults
 
-VARIABLES = ("OMP_WAIT_POLICY", "TOKENIZERS_PARALLELISM", "ONEDNN_PRIMITIVE_CACHE_CAPACITY")
+VARIABLES = ("OMP_WAIT_POLICY", "TOKENIZERS_PARALLELISM", *CACHE_VARIABLES)
 
 
 def test_defaults_fill_what_is_unset(monkeypatch: pytest.MonkeyPatch):
@@ -17,12 +17,15 @@ def test_defaults_fill_what_is_unset(monkeypatch: pytest.MonkeyPatch):
     apply_cpu_defaults()
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
     assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
-    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(ONEDNN_PRIMITIVE_CACHE)
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(SHAPE_CACHE)
+    assert os.environ["LRU_CACHE_CAPACITY"] == str(SHAPE_CACHE)
 
 
 def test_the_users_settings_win(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "1024")
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "64")
     apply_cpu_defaults()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "1024"
+    assert os.environ["LRU_CACHE_CAPACITY"] == "64"
