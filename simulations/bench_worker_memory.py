@@ -7,7 +7,7 @@
 recipe chosen on base users are reused (without it, the untuned embedded model serves every
 variant). Prints a line per user (seconds; resident and anonymous memory; Python objects;
 bytes of live tensors) and ``WORKER_MEMORY_JSON {...}``. A leak in Python shows in the
-objects or tensors; native growth (allocator, oneDNN's primitive cache) only in the
+objects or tensors; native growth (allocator, the matrix products' shape caches) only in the
 anonymous memory.
 """
 
@@ -72,7 +72,7 @@ def load_bases(run: Path | None) -> tuple:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    apply_cpu_defaults()  # as a worker has them (oneDNN's cache size included)
+    apply_cpu_defaults()  # as a worker has them (the shape caches' sizes included)
     from oppu.shared.data.cohort import LampCohort
     from oppu.shared.data.lamp import load_lamp
     from oppu.shared.personal.evaluation import EvalQuery
