@@ -40,10 +40,6 @@ def _status_bytes(pid: int, field: str) -> int:
     return 0
 
 
-def _rss_bytes(pid: int) -> int:
-    return _status_bytes(pid, "VmRSS")
-
-
 def descendants(root_pid: int) -> list[int]:
     """Every process below ``root_pid`` now, whatever session or group it moved to."""
     if not _PROC.is_dir():
@@ -59,7 +55,7 @@ def descendants(root_pid: int) -> list[int]:
 
 def tree_rss_bytes(root_pid: int) -> int:
     """Resident memory of ``root_pid`` and all its descendants, now."""
-    return sum(_rss_bytes(pid) for pid in [root_pid, *descendants(root_pid)])
+    return sum(process_rss_bytes(pid) for pid in [root_pid, *descendants(root_pid)])
 
 
 class PeakMemory:
@@ -123,7 +119,7 @@ def process_trees(root_pids: list[int] | tuple[int, ...]) -> dict[int, list[int]
 
 def process_rss_bytes(pid: int) -> int:
     """One process's resident memory now (0 once it is gone)."""
-    return _rss_bytes(pid)
+    return _status_bytes(pid, "VmRSS")
 
 
 def process_anon_bytes(pid: int) -> int:
